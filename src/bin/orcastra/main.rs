@@ -1,0 +1,138 @@
+//! The `orcastra` command: parses arguments and calls into the library.
+
+mod log_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use log_cmd::Backend;
+use orcastra::FsyncPolicy;
+use orcastra::log::LogOptions;
+
+#[derive(Parser)]
+#[command(
+    name = "orcastra",
+    version,
+    about = "An embedded, log-structured job queue"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with a log directly.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Append each line of stdin as a record; print each record's offset once
+    /// it is durable under the fsync policy.
+    Append(AppendArgs),
+    /// Print `offset<TAB>payload` for every record.
+    Dump(DumpArgs),
+    /// Check every checksum and index; exit 1 if records are damaged (a torn
+    /// tail left by a crash is reported but is not damage).
+    Verify(LogArgs),
+}
+
+#[derive(Args)]
+struct LogArgs {
+    /// The log's directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// The storage backend (`text` keeps the log in DATA/log.txt).
+    #[arg(long, value_enum, default_value_t = Backend::Segment)]
+    backend: Backend,
+}
+
+#[derive(Args)]
+struct AppendArgs {
+    #[command(flatten)]
+    log: LogArgs,
+    /// When to fsync: `always` fsyncs every line on its own, `batch` every
+    /// group of lines read together, `interval` in the background.
+    #[arg(long, value_enum, default_value_t = Fsync::Batch)]
+    fsync: Fsync,
+    /// The interval of `--fsync interval`, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    fsync_interval_ms: u64,
+    /// Roll to a new segment file at this size.
+    #[arg(long, default_value_t = 64 << 20)]
+    segment_bytes: u64,
+    /// The longest line accepted, in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    max_record_bytes: usize,
+}
+
+#[derive(Args)]
+struct DumpArgs {
+    #[command(flatten)]
+    log: LogArgs,
+    /// The first offset to print (default: the start of the log).
+    #[arg(long)]
+    from: Option<u64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Fsync {
+    Always,
+    Batch,
+    Interval,
+    Never,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let result = match Cli::parse().command {
+        Command::Log(LogCommand::Append(args)) => {
+            let policy = match args.fsync {
+                Fsync::Always => FsyncPolicy::Always,
+                Fsync::Batch => FsyncPolicy::Batch,
+                Fsync::Interval => {
+                    FsyncPolicy::Interval(Duration::from_millis(args.fsync_interval_ms))
+                }
+                Fsync::Never => FsyncPolicy::Never,
+            };
+            let options = LogOptions::default()
+                .fsync(policy)
+                .segment_bytes(args.segment_bytes)
+                .max_record_bytes(args.max_record_bytes);
+            let batches = if args.fsync == Fsync::Always {
+                log_cmd::Batches::OneLine
+            } else {
+                log_cmd::Batches::AsRead
+            };
+            log_cmd::append(
+                args.log.backend,
+                &args.log.data,
+                options,
+                args.max_record_bytes,
+                batches,
+            )
+            .await
+        }
+        Command::Log(LogCommand::Dump(args)) => {
+            log_cmd::dump(args.log.backend, &args.log.data, args.from)
+        }
+        Command::Log(LogCommand::Verify(args)) => log_cmd::verify(args.backend, &args.data),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Orcastra: an embedded, log-structured job queue.
+//!
+//! The heart of Orcastra is a durable, append-only log that lives inside your
+//! process: no broker to run. This crate is built in layers, each in its own
+//! module:
+//!
+//! - [`log`]: the [`Log`] trait and its backends: [`SegmentLog`] (memory-mapped
+//!   segment files with checksums, crash recovery and group commit; the
+//!   default), [`MemoryLog`] (tests, benchmarks) and [`TextLog`] (one record
+//!   per line of a text file). [`log::storage`] is the file layer beneath
+//!   them, with a simulated file system for crash tests.
+//! - [`record`]: the Cap'n Proto message that the layers above the log store
+//!   in each record: a stream entry's fields, its time and headers.
+//!
+//! Streams with Redis Streams consumer groups, the task layer and the server
+//! are built on these.
+//!
+//! # Example
+//!
+//! ```
+//! use orcastra::{FsyncPolicy, Log, LogOptions, Offset, SegmentLog};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let log = SegmentLog::open(dir.path(), LogOptions::default().fsync(FsyncPolicy::Batch))?;
+//!
+//! // Returns once both records are on disk; concurrent appenders share fsyncs.
+//! let offsets = log.append(&["first job", "second job"]).await?;
+//! assert_eq!(offsets, Offset(0)..Offset(2));
+//!
+//! // Reads share the log's memory map: no copy.
+//! let records = log.read(Offset(0), 100)?;
+//! assert_eq!(records[1], "second job");
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod log;
+pub mod record;
+
+pub use log::{
+    FsyncPolicy, Log, LogError, LogOptions, MemoryLog, Offset, SegmentLog, TextLog, VerifyReport,
+};
+pub use record::Record;

@@ -1,0 +1,114 @@
+//! A log kept in memory: for tests, benchmarks and throwaway queues.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::RwLock;
+
+use super::commit::Committer;
+use super::{Log, LogError, LogOptions, Offset, check_record_sizes, read_bounds};
+
+/// A [`Log`] in memory. Nothing survives the process; every append is
+/// "durable" at once.
+///
+/// ```
+/// use orcastra::log::{Log, MemoryLog, Offset};
+///
+/// let log = MemoryLog::new();
+/// log.append_nowait(&[b"a".as_slice(), b"b"])?;
+/// assert_eq!(log.next_offset(), Offset(2));
+/// # Ok::<(), orcastra::log::LogError>(())
+/// ```
+pub struct MemoryLog {
+    records: RwLock<Records>,
+    commit: Committer,
+    max_record_bytes: usize,
+}
+
+struct Records {
+    start: u64,
+    items: VecDeque<Bytes>,
+}
+
+impl MemoryLog {
+    /// An empty log with the default record size limit.
+    pub fn new() -> Self {
+        MemoryLog {
+            records: RwLock::new(Records {
+                start: 0,
+                items: VecDeque::new(),
+            }),
+            commit: Committer::in_memory(),
+            max_record_bytes: LogOptions::default().max_record_bytes,
+        }
+    }
+}
+
+impl Default for MemoryLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Log for MemoryLog {
+    fn append_nowait<R: AsRef<[u8]>>(&self, records: &[R]) -> Result<Range<Offset>, LogError> {
+        check_record_sizes(records, self.max_record_bytes)?;
+        // One allocation per batch; each record is a slice of it.
+        let total = records.iter().map(|r| r.as_ref().len()).sum();
+        let mut batch = BytesMut::with_capacity(total);
+        for record in records {
+            batch.extend_from_slice(record.as_ref());
+        }
+        let mut batch = batch.freeze();
+
+        let mut log = self.records.write();
+        let first = log.start + log.items.len() as u64;
+        for record in records {
+            log.items.push_back(batch.split_to(record.as_ref().len()));
+        }
+        let end = log.start + log.items.len() as u64;
+        self.commit.written(end);
+        Ok(Offset(first)..Offset(end))
+    }
+
+    async fn wait_durable(&self, _end: Offset) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    async fn sync(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
+    fn read(&self, from: Offset, max_records: usize) -> Result<Vec<bytes::Bytes>, LogError> {
+        let log = self.records.read();
+        let end = Offset(log.start + log.items.len() as u64);
+        let Some(stop) = read_bounds(from, max_records, Offset(log.start), end)? else {
+            return Ok(Vec::new());
+        };
+        let range = (from.0 - log.start) as usize..(stop.0 - log.start) as usize;
+        Ok(log.items.range(range).cloned().collect())
+    }
+
+    fn start_offset(&self) -> Offset {
+        Offset(self.records.read().start)
+    }
+
+    fn next_offset(&self) -> Offset {
+        Offset(self.commit.visible())
+    }
+
+    fn drop_before(&self, offset: Offset) -> Result<(), LogError> {
+        let mut log = self.records.write();
+        let end = log.start + log.items.len() as u64;
+        let new_start = offset.0.clamp(log.start, end);
+        let dropped = (new_start - log.start) as usize;
+        log.items.drain(..dropped);
+        log.start = new_start;
+        Ok(())
+    }
+
+    async fn wait_for(&self, offset: Offset) -> Result<(), LogError> {
+        self.commit.wait_visible(offset.0).await
+    }
+}
