@@ -127,6 +127,7 @@ impl Committer {
 
     /// Fsyncs everything written so far, whatever the policy.
     pub(crate) async fn sync(&self) -> Result<(), LogError> {
+        self.check()?;
         self.request_and_wait(None).await
     }
 

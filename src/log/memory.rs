@@ -32,15 +32,20 @@ struct Records {
 }
 
 impl MemoryLog {
-    /// An empty log with the default record size limit.
+    /// An empty log with the default options.
     pub fn new() -> Self {
+        Self::with_options(&LogOptions::default())
+    }
+
+    /// An empty log; of the options only `max_record_bytes` applies.
+    pub fn with_options(options: &LogOptions) -> Self {
         MemoryLog {
             records: RwLock::new(Records {
                 start: 0,
                 items: VecDeque::new(),
             }),
             commit: Committer::in_memory(),
-            max_record_bytes: LogOptions::default().max_record_bytes,
+            max_record_bytes: options.max_record_bytes,
         }
     }
 }

@@ -203,13 +203,17 @@ struct Scan {
 }
 
 impl Scan {
-    /// Whether the damage lies past the synced part, where a crash may tear writes.
-    fn is_torn(&self, mark: Option<Mark>) -> bool {
-        let synced_to = match mark {
+    /// How far the file is known to be durable.
+    fn synced_to(&self, mark: Option<Mark>) -> u64 {
+        match mark {
             Some(mark) if mark.key == self.start => mark.position,
             _ => 0,
-        };
-        self.valid_end >= synced_to
+        }
+    }
+
+    /// Whether the damage lies past the synced part, where a crash may tear writes.
+    fn is_torn(&self, mark: Option<Mark>) -> bool {
+        self.valid_end >= self.synced_to(mark)
     }
 }
 
@@ -296,16 +300,23 @@ fn recover(path: &Path, file: SharedFile, mark: Option<Mark>) -> Result<State, L
             "cutting off a torn tail left by a crash"
         );
         file.set_len(scan.valid_end).map_err(io_err("truncate"))?;
-    } else if let Some(mark) = mark.filter(|m| m.key == scan.start && m.position > scan.valid_end) {
+    } else if scan.synced_to(mark) > scan.valid_end {
         return Err(LogError::Corrupt {
             file: path.to_path_buf(),
             position: scan.valid_end,
             kind: CorruptKind::SyncedDataLost {
-                synced: mark.position,
+                synced: scan.synced_to(mark),
                 valid_end: scan.valid_end,
             },
         });
     }
+    // Pages a failed fsync left in the page cache may never reach the disk
+    // (see the segment log's recovery): write the unsynced part again.
+    let synced_to = scan.synced_to(mark).min(scan.valid_end);
+    let mut unsynced = vec![0; (scan.valid_end - synced_to) as usize];
+    file.read_exact_at(&mut unsynced, synced_to)
+        .and_then(|()| file.write_all_at(&unsynced, synced_to))
+        .map_err(io_err("rewrite"))?;
     file.sync_data().map_err(io_err("fsync"))?;
     Ok(State {
         file,
@@ -341,7 +352,9 @@ fn push_line(out: &mut Vec<u8>, offset: u64, payload: &[u8]) {
                 '\n' => text.push_str("\\n"),
                 '\r' => text.push_str("\\r"),
                 c if c.is_control() => {
-                    let _ = write!(text, "\\x{:02x}", c as u32);
+                    for byte in c.encode_utf8(&mut [0; 4]).bytes() {
+                        let _ = write!(text, "\\x{byte:02x}");
+                    }
                 }
                 c => text.push(c),
             }
@@ -493,6 +506,8 @@ impl Log for TextLog {
 
     fn drop_before(&self, offset: Offset) -> Result<(), LogError> {
         let _writer = self.inner.writer.lock();
+        // The rewrite copies unsynced lines, which a failed fsync may have lost.
+        self.commit.check()?;
         let (file, start, end, keep_from, len) = {
             let state = self.inner.state.read();
             let end = state.start + state.lines.len() as u64;
@@ -606,7 +621,7 @@ mod tests {
             b"plain text",
             b"tab\there, newline\nthere, backslash\\",
             "héllo wörld ✓".as_bytes(),
-            &[0, 1, 0x7f, 0xff, 0xfe, b'a'],
+            &[0, 1, 0x7f, 0xff, 0xfe, b'a', 0xc2, 0x83],
             b"\\x41 is not an escape here",
         ];
         for (i, payload) in payloads.iter().enumerate() {

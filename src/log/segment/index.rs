@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! index = entry*
-//! entry = relative offset u32 | byte position u32     (little-endian, 8 bytes)
+//! entry = relative offset u32 | byte position u32 | crc u32    (little-endian, 12 bytes)
 //! ```
 //!
 //! An entry is added for the first frame that starts at least
@@ -13,12 +13,14 @@
 //! are never zero, which makes a zero-filled or stale tail easy to reject.
 //!
 //! The index is a cache. It is written as frames are appended, never
-//! fsynced except when its segment is sealed, and rebuilt from the segment
-//! whenever it is missing or does not match.
+//! fsynced except when its segment is sealed or recovered, and rebuilt from
+//! the segment whenever it is missing or does not match. Each entry carries
+//! the CRC-32 of its first 8 bytes, because an unsynced entry can be torn by
+//! a crash into one that looks plausible (a zero-filled tail of a position).
 
 use super::frame::{self, HEADER_LEN};
 
-pub(crate) const ENTRY_LEN: usize = 8;
+pub(crate) const ENTRY_LEN: usize = 12;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct IndexEntry {
@@ -30,8 +32,11 @@ pub(crate) struct IndexEntry {
 
 impl IndexEntry {
     pub(crate) fn encode(self, out: &mut Vec<u8>) {
+        let start = out.len();
         out.extend_from_slice(&self.rel.to_le_bytes());
         out.extend_from_slice(&self.pos.to_le_bytes());
+        let crc = crc32fast::hash(&out[start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
     }
 }
 
@@ -61,8 +66,9 @@ impl Indexer {
     }
 }
 
-/// The longest prefix of `bytes` that is a well-formed index: whole entries,
-/// strictly increasing, pointing inside a segment of `segment_len` bytes.
+/// The longest prefix of `bytes` that is a well-formed index: whole entries
+/// with valid checksums, strictly increasing, pointing inside a segment of
+/// `segment_len` bytes.
 /// The flag says whether that prefix is all of `bytes`.
 pub(crate) fn decode(bytes: &[u8], segment_len: u64) -> (Vec<IndexEntry>, bool) {
     let mut entries: Vec<IndexEntry> = Vec::with_capacity(bytes.len() / ENTRY_LEN);
@@ -70,9 +76,13 @@ pub(crate) fn decode(bytes: &[u8], segment_len: u64) -> (Vec<IndexEntry>, bool) 
         let Ok(chunk) = <[u8; ENTRY_LEN]>::try_from(chunk) else {
             return (entries, false);
         };
+        let word = |at: usize| u32::from_le_bytes(chunk[at..at + 4].try_into().expect("4 bytes"));
+        if word(8) != crc32fast::hash(&chunk[..8]) {
+            return (entries, false);
+        }
         let entry = IndexEntry {
-            rel: u32::from_le_bytes(chunk[..4].try_into().expect("4 bytes")),
-            pos: u32::from_le_bytes(chunk[4..].try_into().expect("4 bytes")),
+            rel: word(0),
+            pos: word(4),
         };
         let after_previous = entries.last().map_or(
             entry.rel > 0 && u64::from(entry.pos) >= HEADER_LEN,
@@ -165,11 +175,19 @@ mod tests {
         assert_eq!(decode(&torn, 1000), (good.to_vec(), false));
 
         let mut zeroed = encode_all(&good);
-        zeroed.extend_from_slice(&[0; 16]);
+        zeroed.extend_from_slice(&[0; 24]);
         assert_eq!(decode(&zeroed, 1000), (good.to_vec(), false));
 
+        // A torn entry whose position was zero-filled looks plausible but for its CRC.
+        let mut torn_entry = encode_all(&good);
+        let mut next = Vec::new();
+        entry(9, 0x120).encode(&mut next);
+        next[5..].fill(0);
+        torn_entry.extend_from_slice(&next);
+        assert_eq!(decode(&torn_entry, 1000), (good.to_vec(), false));
+
         assert_eq!(decode(&encode_all(&good), 200), (vec![good[0]], false));
-        assert_eq!(decode(&[0; 8], 1000), (vec![], false));
+        assert_eq!(decode(&[0; ENTRY_LEN], 1000), (vec![], false));
     }
 
     #[test]

@@ -740,8 +740,10 @@ fn create_segment(
     let index_file = storage
         .open(&index, OpenMode::Create)
         .map_err(LogError::io("create", &index))?;
+    // Durably empty: an older index of the same name must not come back.
     index_file
         .set_len(0)
+        .and_then(|()| index_file.sync_data())
         .map_err(LogError::io("truncate", &index))?;
     storage
         .sync_dir(dir)
@@ -790,7 +792,8 @@ fn check_header(path: &Path, header: &[u8], base: u64) -> Result<(), LogError> {
 }
 
 /// Recovers the last segment: cuts a torn tail, refuses damage to synced data,
-/// repairs the index, and makes what remains durable.
+/// repairs the index, and makes what remains durable (rewriting the part that
+/// was never known to be synced).
 fn recover_active(
     storage: &dyn Storage,
     dir: &Path,
@@ -806,6 +809,10 @@ fn recover_active(
     let mut len = file.size().map_err(io_err("read"))?;
     let mut header = [0; HEADER_LEN as usize];
     let read = file.read_at(&mut header, 0).map_err(io_err("read"))?;
+    let synced_to = match mark {
+        Some(mark) if mark.key == base => mark.position,
+        _ => HEADER_LEN,
+    };
     if let Err(refused) = check_header(&path, &header[..read], base) {
         // A crash while the segment was being created leaves zeros or a part
         // of its header; anything else is refused.
@@ -813,14 +820,20 @@ fn recover_active(
         {
             return Err(refused);
         }
+        if synced_to > HEADER_LEN {
+            return Err(LogError::Corrupt {
+                file: path,
+                position: 0,
+                kind: CorruptKind::SyncedDataLost {
+                    synced: synced_to,
+                    valid_end: 0,
+                },
+            });
+        }
         write_header(&*file, base).map_err(io_err("write"))?;
         len = HEADER_LEN;
     }
 
-    let synced_to = match mark {
-        Some(mark) if mark.key == base => mark.position,
-        _ => HEADER_LEN,
-    };
     let index_file_path = index_path(dir, base);
     let index_file = storage
         .open(&index_file_path, OpenMode::Create)
@@ -872,16 +885,25 @@ fn recover_active(
         );
         file.set_len(valid_end).map_err(io_err("truncate"))?;
     }
+    // After a failed fsync, Linux may keep pages that never reached the disk
+    // in the page cache, marked clean: a reader sees them, an fsync skips them.
+    // Writing the unsynced part again makes the fsync below really flush it.
+    let unsynced = (synced_to - start_pos) as usize..(valid_end - start_pos) as usize;
+    file.write_all_at(&tail[unsynced], synced_to)
+        .map_err(io_err("rewrite"))?;
     file.sync_data().map_err(io_err("fsync"))?;
 
     let mut index_bytes = Vec::with_capacity(entries.len() * index::ENTRY_LEN);
     for entry in &entries {
         entry.encode(&mut index_bytes);
     }
+    // Entries inside the synced part are trusted from now on, so the repaired
+    // index must be durable: stale entries must not come back after a crash.
     if index_bytes != stored_index {
         index_file
             .set_len(0)
             .and_then(|()| index_file.write_all_at(&index_bytes, 0))
+            .and_then(|()| index_file.sync_data())
             .map_err(LogError::io("rewrite", &index_file_path))?;
     }
     let (active, mut writer) = new_active(dir, base, file, index_file, entries, options)?;

@@ -189,7 +189,7 @@ impl SimStorage {
 
     /// The next `sync_data` fails with `kind`. Like Linux after a failed
     /// writeback, the writes it did not flush are forgotten: they never become
-    /// durable, and reads may or may not still see them.
+    /// durable, and reads may still see them or may see what the disk has.
     pub fn fail_next_sync(&self, kind: io::ErrorKind) {
         self.fs.lock().faults.fail_next_sync = Some(kind);
     }
@@ -204,6 +204,11 @@ impl SimStorage {
     /// While set, every change fails with [`io::ErrorKind::ReadOnlyFilesystem`].
     pub fn set_read_only(&self, read_only: bool) {
         self.fs.lock().faults.read_only = read_only;
+    }
+
+    /// Clears every injected fault.
+    pub fn clear_faults(&self) {
+        self.fs.lock().faults = Faults::default();
     }
 
     /// Overwrites the live image of the file at `path` as a test fixture, making
@@ -560,11 +565,15 @@ impl StorageFile for SimFile {
         let mut guard = self.alive_for_writing()?;
         let fs = &mut *guard;
         if let Some(kind) = fs.faults.fail_next_sync.take() {
-            let keep_in_cache = fs.rng.bool();
+            let evicted = fs.rng.bool();
             let inode = &mut fs.inodes[self.inode];
             inode.unsynced.clear();
-            if !keep_in_cache {
+            if evicted {
+                // The pages were dropped and read back from the disk: the length
+                // stays, the contents are what the disk has (zeros past its end).
+                let len = inode.live.len();
                 inode.live = inode.durable.clone();
+                inode.live.resize(len, 0);
             }
             return Err(io::Error::new(kind, "simulated fsync error"));
         }
