@@ -46,3 +46,8 @@ pub use log::{
     FsyncPolicy, Log, LogError, LogOptions, MemoryLog, Offset, SegmentLog, TextLog, VerifyReport,
 };
 pub use record::Record;
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -435,7 +435,7 @@ async fn a_missing_segment_is_reported_not_skipped() {
 
 #[tokio::test]
 async fn a_segment_with_another_base_in_its_header_is_refused() {
-    let (_temp, dir, _) = multi_segment_log(100).await;
+    let (_temp, dir, _) = multi_segment_log(300).await;
     let bases = segment_bases(&dir);
     fs::rename(segment(&dir, bases[1]), segment(&dir, bases[1] + 1)).unwrap();
     assert!(matches!(
@@ -578,4 +578,71 @@ async fn a_full_disk_refuses_appends_and_keeps_durable_records() {
     assert_eq!(read_all(&log)[..2], [b"one".to_vec(), b"two".to_vec()]);
     let next = log.next_offset();
     assert_eq!(log.append(&["five"]).await.unwrap().start, next);
+}
+
+/// A log of several segments where only the first `synced` records were
+/// fsynced before a crash: the mark names the segment holding them, and all
+/// later segments were never synced.
+async fn crashed_across_segments(synced: usize, total: usize) -> (TempDir, PathBuf, Vec<Vec<u8>>) {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("log");
+    let records: Vec<Vec<u8>> = (0..total).map(record).collect();
+    let log = open(&dir).unwrap();
+    log.append(&records[..synced]).await.unwrap();
+    log.sync().await.unwrap();
+    let mark = fs::read(dir.join("SYNCED")).unwrap();
+    for chunk in records[synced..].chunks(5) {
+        log.append(chunk).await.unwrap();
+    }
+    drop(log);
+    fs::write(dir.join("SYNCED"), &mark).unwrap();
+    (temp, dir, records)
+}
+
+#[tokio::test]
+async fn a_torn_tail_spanning_segments_is_cut_and_the_segments_after_it_removed() {
+    let (_temp, dir, records) = crashed_across_segments(20, 400).await;
+    let bases = segment_bases(&dir);
+    assert!(bases.len() >= 5, "{bases:?}");
+    // Damage the first record of a segment written after the last fsync.
+    let torn = bases[3];
+    flip_bit(&segment(&dir, torn), 40, 0);
+
+    let report = SegmentLog::verify(&dir, &OsStorage).unwrap();
+    assert!(report.is_healthy(), "{report:?}");
+    assert_eq!(report.torn_tail.unwrap().file, segment(&dir, torn));
+    assert_eq!(report.offsets.end, torn);
+
+    let log = open(&dir).unwrap();
+    assert_eq!(read_all(&log), records[..torn as usize]);
+    assert_eq!(segment_bases(&dir), bases[..4]);
+    assert_eq!(log.append(&["after"]).await.unwrap().start, Offset(torn));
+}
+
+#[tokio::test]
+async fn a_missing_unsynced_segment_ends_the_log_where_it_was() {
+    let (_temp, dir, records) = crashed_across_segments(20, 400).await;
+    let bases = segment_bases(&dir);
+    fs::remove_file(segment(&dir, bases[2])).unwrap();
+    let log = open(&dir).unwrap();
+    assert_eq!(read_all(&log), records[..bases[2] as usize]);
+    assert_eq!(segment_bases(&dir), bases[..2]);
+}
+
+#[tokio::test]
+async fn damage_before_the_mark_in_a_sealed_segment_is_not_mistaken_for_a_torn_tail() {
+    let (_temp, dir, _) = crashed_across_segments(200, 400).await;
+    let bases = segment_bases(&dir);
+    let first = segment(&dir, bases[0]);
+    let len = fs::metadata(&first).unwrap().len();
+    flip_bit(&first, 40, 0);
+    assert!(!SegmentLog::verify(&dir, &OsStorage).unwrap().is_healthy());
+    let log = open(&dir).unwrap();
+    assert!(matches!(
+        log.read(Offset(0), 1),
+        Err(LogError::Corrupt { .. })
+    ));
+    drop(log);
+    assert_eq!(fs::metadata(&first).unwrap().len(), len);
+    assert_eq!(segment_bases(&dir), bases);
 }

@@ -94,13 +94,26 @@ impl Committer {
         }
     }
 
-    /// Records that everything before `end` is written.
+    /// Records that everything before `end` is written. Under a policy that
+    /// waits for durability this also asks for the fsync, so the records
+    /// become durable and visible even if nobody waits for them.
     pub(crate) fn written(&self, end: u64) {
         let mut state = self.shared.state.lock();
         state.written = end;
-        if !self.shared.policy.waits() {
+        if self.shared.policy.waits() {
+            state.requests.push(Reverse(end));
+            self.shared.wake_syncer.notify_one();
+        } else {
             self.shared.publish(end);
         }
+    }
+
+    /// Asks the syncer for an fsync of everything written, without waiting.
+    pub(crate) fn request_sync(&self) {
+        let mut state = self.shared.state.lock();
+        let end = state.written;
+        state.requests.push(Reverse(end));
+        self.shared.wake_syncer.notify_one();
     }
 
     /// Records that everything before `end` is durable (a sealed segment, a
@@ -117,9 +130,11 @@ impl Committer {
         self.shared.poison(&mut state, cause)
     }
 
+    /// Resolves once everything before `end` is durable, if the policy waits
+    /// for that (the fsync was requested when it was written).
     pub(crate) async fn wait_durable(&self, end: u64) -> Result<(), LogError> {
         if self.shared.policy.waits() {
-            self.request_and_wait(Some(end)).await
+            self.wait_until_durable(end).await
         } else {
             Ok(())
         }
@@ -128,7 +143,19 @@ impl Committer {
     /// Fsyncs everything written so far, whatever the policy.
     pub(crate) async fn sync(&self) -> Result<(), LogError> {
         self.check()?;
-        self.request_and_wait(None).await
+        if self.syncer.is_none() {
+            return Ok(());
+        }
+        let end = {
+            let mut state = self.shared.state.lock();
+            let end = state.written;
+            if end > state.durable {
+                state.requests.push(Reverse(end));
+                self.shared.wake_syncer.notify_one();
+            }
+            end
+        };
+        self.wait_until_durable(end).await
     }
 
     /// Resolves once `offset` is visible.
@@ -143,20 +170,7 @@ impl Committer {
         .await
     }
 
-    /// Asks the syncer to make `end` (or all that is written) durable and waits.
-    async fn request_and_wait(&self, end: Option<u64>) -> Result<(), LogError> {
-        if self.syncer.is_none() {
-            return Ok(());
-        }
-        let end = {
-            let mut state = self.shared.state.lock();
-            let end = end.unwrap_or(state.written);
-            if end > state.durable && state.poisoned.is_none() {
-                state.requests.push(Reverse(end));
-                self.shared.wake_syncer.notify_one();
-            }
-            end
-        };
+    async fn wait_until_durable(&self, end: u64) -> Result<(), LogError> {
         self.wait_until(|_, state| {
             if state.durable >= end {
                 Some(Ok(()))
@@ -185,13 +199,20 @@ impl Committer {
     }
 }
 
-impl Drop for Committer {
-    fn drop(&mut self) {
+impl Committer {
+    /// Stops the syncer thread, waiting for an fsync in progress to finish.
+    pub(crate) fn stop(&mut self) {
         self.shared.state.lock().shutdown = true;
         self.shared.wake_syncer.notify_one();
         if let Some(syncer) = self.syncer.take() {
             let _ = syncer.join();
         }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -602,6 +602,7 @@ impl SyncTarget for Inner {
 
 impl Drop for TextLog {
     fn drop(&mut self) {
+        self.commit.stop();
         if self.commit.check().is_ok()
             && let Err(e) = self.inner.sync_written()
         {

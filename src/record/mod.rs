@@ -99,7 +99,8 @@ impl Record {
             return Record::decode(aligned_copy(&bytes));
         }
         let mut rest: &[u8] = &bytes;
-        let message = serialize::read_message_from_flat_slice_no_alloc(&mut rest, options())?;
+        let message =
+            serialize::read_message_from_flat_slice_no_alloc(&mut rest, options(bytes.len()))?;
         if !rest.is_empty() {
             return Err(RecordError::TrailingBytes(rest.len()));
         }
@@ -126,10 +127,12 @@ fn list_len(pairs: &[(Bytes, Bytes)]) -> u32 {
     u32::try_from(pairs.len()).expect("fewer than 2^32 fields")
 }
 
-fn options() -> ReaderOptions {
-    // Bounds the work a hostile message can cause; records are far smaller.
+/// Reading a valid record visits each of its words about once, so a hostile
+/// message (say, a list of a billion empty structs, which takes no space)
+/// is stopped after a few times its own size, bounding time and memory.
+fn options(len: usize) -> ReaderOptions {
     *ReaderOptions::new()
-        .traversal_limit_in_words(Some(64 << 20))
+        .traversal_limit_in_words(Some(len / 8 * 4 + 64))
         .nesting_limit(16)
 }
 
@@ -182,6 +185,15 @@ mod tests {
         shifted.extend_from_slice(&encoded);
         let unaligned = Bytes::from(shifted).slice(1..);
         assert_eq!(Record::decode(unaligned).unwrap(), sample());
+    }
+
+    #[test]
+    fn a_huge_list_of_empty_fields_is_refused_without_allocating_it() {
+        // Written by the fuzzer: a field list that claims many elements of
+        // zero size, which would decode into gigabytes of empty pairs.
+        let hostile =
+            include_bytes!("../../fuzz/corpus/decode_record/regression-empty-struct-list");
+        assert!(Record::decode(Bytes::from_static(hostile)).is_err());
     }
 
     #[test]

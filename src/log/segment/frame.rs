@@ -77,15 +77,27 @@ pub(crate) fn frame_len(payload_len: usize) -> usize {
 
 /// Appends the frame of the record at `offset` to `buf`.
 pub(crate) fn push_frame(buf: &mut Vec<u8>, offset: u64, payload: &[u8]) {
-    let start = buf.len();
-    let len = u32::try_from(payload.len()).expect("record sizes are limited far below 4 GiB");
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&[0; 4]);
-    buf.extend_from_slice(&offset.to_le_bytes());
+    push_header(buf, offset, payload);
     buf.extend_from_slice(payload);
-    buf.resize(start + frame_len(payload.len()), 0);
-    let crc = frame_crc(&buf[start..start + FRAME_HEADER_LEN], payload);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    push_padding(buf, payload.len());
+}
+
+/// Appends the header of the frame of `payload` at `offset`, whose payload
+/// is written separately.
+pub(crate) fn push_header(buf: &mut Vec<u8>, offset: u64, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).expect("record sizes are limited far below 4 GiB");
+    let mut header = [0; FRAME_HEADER_LEN];
+    header[0..4].copy_from_slice(&len.to_le_bytes());
+    header[8..16].copy_from_slice(&offset.to_le_bytes());
+    let crc = frame_crc(&header, payload);
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    buf.extend_from_slice(&header);
+}
+
+/// Appends the zeros that follow a payload of `payload_len` bytes.
+pub(crate) fn push_padding(buf: &mut Vec<u8>, payload_len: usize) {
+    let padding = frame_len(payload_len) - FRAME_HEADER_LEN - payload_len;
+    buf.extend_from_slice(&[0; 8][..padding]);
 }
 
 fn frame_crc(header: &[u8], payload: &[u8]) -> u32 {

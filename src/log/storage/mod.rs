@@ -15,7 +15,7 @@ mod sim;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -80,6 +80,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
     /// Writes `buf` at `pos`; may write less than all of it.
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize>;
+    /// Writes `bufs` one after the other at `pos` (`pwritev`); may write less
+    /// than all of them. At most [`MAX_IO_SLICES`] slices are passed.
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], pos: u64) -> io::Result<usize>;
     /// Makes the file's data and length durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
     /// Truncates or extends the file to `len` bytes.
@@ -97,6 +100,24 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
                 Ok(n) => {
                     buf = &buf[n..];
                     pos += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `bufs` one after the other at `pos`, continuing after
+    /// short writes.
+    fn write_all_vectored_at(&self, mut bufs: &mut [IoSlice<'_>], mut pos: u64) -> io::Result<()> {
+        IoSlice::advance_slices(&mut bufs, 0);
+        while !bufs.is_empty() {
+            match self.write_vectored_at(&bufs[..bufs.len().min(MAX_IO_SLICES)], pos) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    pos += n as u64;
+                    IoSlice::advance_slices(&mut bufs, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -129,6 +150,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         Ok(buf)
     }
 }
+
+/// The most slices one vectored write takes (Linux's `IOV_MAX`).
+pub const MAX_IO_SLICES: usize = 1024;
 
 /// A read-only view of a file's written prefix.
 pub trait Mapping: Send + Sync {
@@ -215,6 +239,10 @@ impl StorageFile for OsFile {
 
     fn write_at(&self, buf: &[u8], pos: u64) -> io::Result<usize> {
         self.0.write_at(buf, pos)
+    }
+
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], pos: u64) -> io::Result<usize> {
+        Ok(rustix::io::pwritev(&self.0, bufs, pos)?)
     }
 
     fn sync_data(&self) -> io::Result<()> {

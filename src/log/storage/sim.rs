@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fmt;
-use std::io;
+use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,6 +38,7 @@ use super::{EntryKind, LockGuard, Mapping, OpenMode, SharedFile, Storage, Storag
 /// use std::path::Path;
 ///
 /// let sim = SimStorage::new(7);
+/// sim.create_dir_all(Path::new("/data"))?;
 /// let file = sim.open(Path::new("/data/f"), OpenMode::Create)?;
 /// file.write_all_at(b"synced", 0)?;
 /// file.sync_data()?;
@@ -559,6 +560,11 @@ impl StorageFile for SimFile {
             data: buf[..n].to_vec(),
         });
         Ok(n)
+    }
+
+    fn write_vectored_at(&self, bufs: &[IoSlice<'_>], pos: u64) -> io::Result<usize> {
+        let joined: Vec<u8> = bufs.iter().flat_map(|buf| buf.iter().copied()).collect();
+        self.write_at(&joined, pos)
     }
 
     fn sync_data(&self) -> io::Result<()> {
