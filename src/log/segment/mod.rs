@@ -68,6 +68,9 @@ const MAX_BATCH_BYTES: u64 = 2 << 30;
 /// Payloads at least this large are written from the caller's buffer (a
 /// vectored write) instead of being copied next to their frame headers.
 const DIRECT_PAYLOAD_BYTES: usize = 4096;
+/// Index entries are written to the index file once this many bytes of them
+/// are pending (and when the segment is sealed or synced).
+const INDEX_WRITE_BYTES: usize = 4096;
 
 /// A durable [`Log`] in a directory of segment files. See the [module docs](self).
 ///
@@ -141,7 +144,11 @@ struct ActiveMap {
 struct Writer {
     active: Arc<Active>,
     index_file: SharedFile,
+    /// Bytes of the index file written so far.
     index_len: u64,
+    /// Index entries not yet written to the index file: they are written a
+    /// few kilobytes at a time, not with every append.
+    index_pending: Vec<u8>,
     indexer: Indexer,
     next_offset: u64,
     /// Sealed segments the fsync thread has not synced yet, oldest first.
@@ -149,7 +156,6 @@ struct Writer {
     /// Buffers kept between appends.
     frames: Vec<u8>,
     direct: Vec<(usize, usize)>,
-    index_bytes: Vec<u8>,
     index_entries: Vec<IndexEntry>,
 }
 
@@ -190,12 +196,12 @@ impl OpenSegment {
             active: Arc::clone(&active),
             index_file: self.index_file,
             index_len,
+            index_pending: Vec::new(),
             indexer: self.indexer,
             next_offset: self.next_offset,
             unsynced: Vec::new(),
             frames: Vec::new(),
             direct: Vec::new(),
-            index_bytes: Vec::new(),
             index_entries: Vec::new(),
         };
         Ok((active, writer))
@@ -370,6 +376,7 @@ impl SyncTarget for Inner {
     fn sync_written(&self) -> io::Result<u64> {
         let (sealed, active, len, end) = {
             let mut writer = self.writer.lock();
+            self.write_index(&mut writer)?;
             let active = Arc::clone(&writer.active);
             let len = active.len.load(Ordering::Relaxed);
             (
@@ -418,27 +425,24 @@ impl Inner {
     fn write_batch<R: AsRef<[u8]>>(&self, writer: &mut Writer, records: &[R]) -> io::Result<()> {
         let Writer {
             active,
-            index_file,
-            index_len,
             indexer,
             next_offset,
             frames,
             direct,
-            index_bytes,
+            index_pending,
             index_entries,
             ..
-        } = writer;
+        } = &mut *writer;
         let start = active.len.load(Ordering::Relaxed);
         frames.clear();
         direct.clear();
-        index_bytes.clear();
         index_entries.clear();
         let mut end = start;
         for (i, record) in records.iter().enumerate() {
             let payload = record.as_ref();
             let offset = *next_offset + i as u64;
             if let Some(entry) = indexer.offer(offset - active.base, end) {
-                entry.encode(index_bytes);
+                entry.encode(index_pending);
                 index_entries.push(entry);
             }
             if payload.len() >= DIRECT_PAYLOAD_BYTES {
@@ -466,21 +470,38 @@ impl Inner {
             active.file.write_all_vectored_at(&mut slices, start)
         };
         written.map_err(context("write to", &active.path))?;
-        if !index_bytes.is_empty() {
-            index_file
-                .write_all_at(index_bytes, *index_len)
-                .map_err(context("write to", &index_path(&self.dir, active.base)))?;
-            *index_len += index_bytes.len() as u64;
+        if !index_entries.is_empty() {
             active.index.write().extend_from_slice(index_entries);
         }
         active.len.store(end, Ordering::Release);
         *next_offset += records.len() as u64;
+        if writer.index_pending.len() >= INDEX_WRITE_BYTES {
+            self.write_index(writer)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending index entries to the active segment's index file.
+    fn write_index(&self, writer: &mut Writer) -> io::Result<()> {
+        if writer.index_pending.is_empty() {
+            return Ok(());
+        }
+        writer
+            .index_file
+            .write_all_at(&writer.index_pending, writer.index_len)
+            .map_err(context(
+                "write to",
+                &index_path(&self.dir, writer.active.base),
+            ))?;
+        writer.index_len += writer.index_pending.len() as u64;
+        writer.index_pending.clear();
         Ok(())
     }
 
     /// Seals the active segment and starts a new one at the next offset. The
     /// sealed segment is fsynced later, by the fsync thread.
     fn roll(&self, writer: &mut Writer) -> io::Result<()> {
+        self.write_index(writer)?;
         let base = writer.next_offset;
         let path = segment_path(&self.dir, base);
         let (file, index_file) = files::create_segment(&*self.storage, &self.dir, base)
