@@ -62,7 +62,7 @@ pub(super) fn recover(
     let mut cut_from = bases.len();
     for (i, &base) in bases.iter().enumerate().skip(first_unsynced) {
         let synced_to = mark.filter(|m| m.key == base).map(|m| m.position);
-        let scanned = Scanned::read(storage, dir, base, synced_to)?;
+        let scanned = Scanned::read(storage, dir, base, synced_to, options)?;
         let continues = kept.last().is_none_or(|last| last.next_offset == base);
         let Some(scanned) = scanned.filter(|_| continues) else {
             cut_from = i;
@@ -90,16 +90,16 @@ pub(super) fn recover(
     let last = match kept.pop() {
         Some(last) => last,
         // A new log, or its first segment's header never reached the disk.
-        None => Scanned::fresh(storage, dir, bases.first().copied().unwrap_or(0))?,
+        None => Scanned::fresh(storage, dir, bases.first().copied().unwrap_or(0), options)?,
     };
     for segment in kept {
         sealed.push(Sealed {
             base: segment.base,
             end: segment.next_offset,
         });
-        segment.finish(options)?;
+        segment.finish()?;
     }
-    let last = last.finish(options)?;
+    let last = last.finish()?;
     let path = last.path.clone();
     let (active, writer) = last.activate(options).map_err(LogError::io("map", path))?;
     Ok(Recovered {
@@ -151,16 +151,18 @@ struct Scanned {
     base: u64,
     path: PathBuf,
     file: SharedFile,
+    index_path: PathBuf,
     index_file: SharedFile,
     stored_index: Vec<u8>,
+    /// The trusted entries of the stored index, then those of the frames scanned.
     entries: Vec<IndexEntry>,
+    indexer: Indexer,
     /// How far the segment was known to be durable.
     synced_to: u64,
-    /// The segment's bytes from `start`, where the scan began, at the last
-    /// trusted index entry (relative offset `start_rel`) or the first frame.
+    /// The segment's bytes from `start`, where the scan began: the last
+    /// trusted index entry, or the first frame.
     tail: Vec<u8>,
     start: u64,
-    start_rel: u64,
     valid_end: u64,
     len: u64,
     next_offset: u64,
@@ -175,6 +177,7 @@ impl Scanned {
         dir: &Path,
         base: u64,
         synced_to: Option<u64>,
+        options: &LogOptions,
     ) -> Result<Option<Self>, LogError> {
         let path = segment_path(dir, base);
         let io_err = |action| LogError::io(action, path.clone());
@@ -199,13 +202,13 @@ impl Scanned {
         }
 
         let synced_to = synced_to.unwrap_or(HEADER_LEN);
-        let index_file_path = index_path(dir, base);
+        let index_path = index_path(dir, base);
         let index_file = storage
-            .open(&index_file_path, OpenMode::Create)
-            .map_err(LogError::io("open", &index_file_path))?;
+            .open(&index_path, OpenMode::Create)
+            .map_err(LogError::io("open", &index_path))?;
         let stored_index = index_file
             .read_all()
-            .map_err(LogError::io("read", &index_file_path))?;
+            .map_err(LogError::io("read", &index_path))?;
         // Entries inside the synced part are trusted once the last of them
         // agrees with the segment; the rest is scanned.
         let (mut entries, _) = index::decode(&stored_index, len);
@@ -224,7 +227,10 @@ impl Scanned {
         let mut tail = vec![0; (len - start) as usize];
         file.read_exact_at(&mut tail, start)
             .map_err(io_err("read"))?;
-        let scan = frame::scan(&tail, 0, base + start_rel, |_, _| {});
+        let mut indexer = Indexer::new(options.index_interval_bytes, start);
+        let scan = frame::scan(&tail, 0, base + start_rel, |offset, pos| {
+            entries.extend(indexer.offer(offset - base, start + pos as u64));
+        });
         let valid_end = start + scan.end as u64;
         if valid_end < synced_to {
             return Err(LogError::Corrupt {
@@ -249,13 +255,14 @@ impl Scanned {
             base,
             path,
             file,
+            index_path,
             index_file,
             stored_index,
             entries,
+            indexer,
             synced_to,
             tail,
             start,
-            start_rel,
             valid_end,
             len,
             next_offset: scan.next_offset,
@@ -264,22 +271,32 @@ impl Scanned {
 
     /// A new, empty segment at `base`, replacing one whose header was lost
     /// (or starting a new log).
-    fn fresh(storage: &dyn Storage, dir: &Path, base: u64) -> Result<Self, LogError> {
+    fn fresh(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        options: &LogOptions,
+    ) -> Result<Self, LogError> {
         let path = segment_path(dir, base);
+        let index_path = index_path(dir, base);
         let (file, index_file) = super::files::create_segment(storage, dir, base)
             .map_err(LogError::io("create", &path))?;
+        // Durably empty: an older index of the same name must not come back.
+        index_file
+            .sync_data()
+            .map_err(LogError::io("fsync", &index_path))?;
         Ok(Scanned {
             base,
             path,
             file,
+            index_path,
             index_file,
-            // Never matches an encoded index, so the empty index gets fsynced.
-            stored_index: vec![0],
+            stored_index: Vec::new(),
             entries: Vec::new(),
+            indexer: Indexer::new(options.index_interval_bytes, HEADER_LEN),
             synced_to: 0,
             tail: frame::segment_header(base).to_vec(),
             start: 0,
-            start_rel: 0,
             valid_end: HEADER_LEN,
             len: HEADER_LEN,
             next_offset: base,
@@ -288,7 +305,7 @@ impl Scanned {
 
     /// Cuts the torn tail, makes the rest durable and rebuilds the index
     /// durably.
-    fn finish(self, options: &LogOptions) -> Result<OpenSegment, LogError> {
+    fn finish(self) -> Result<OpenSegment, LogError> {
         let io_err = |action| LogError::io(action, self.path.clone());
         if self.valid_end < self.len {
             self.file
@@ -303,17 +320,8 @@ impl Scanned {
             .and_then(|()| self.file.sync_data())
             .map_err(io_err("rewrite"))?;
 
-        // Index the frames after the last trusted entry again.
-        let mut entries = self.entries;
-        let frames_from = self.start.max(HEADER_LEN);
-        let mut indexer = Indexer::new(options.index_interval_bytes, frames_from);
-        let frames =
-            &self.tail[(frames_from - self.start) as usize..(self.valid_end - self.start) as usize];
-        frame::scan(frames, 0, self.base + self.start_rel, |offset, pos| {
-            entries.extend(indexer.offer(offset - self.base, frames_from + pos as u64));
-        });
-        let mut index_bytes = Vec::with_capacity(entries.len() * index::ENTRY_LEN);
-        for entry in &entries {
+        let mut index_bytes = Vec::with_capacity(self.entries.len() * index::ENTRY_LEN);
+        for entry in &self.entries {
             entry.encode(&mut index_bytes);
         }
         // Entries inside the synced part are trusted from now on, so the
@@ -323,10 +331,7 @@ impl Scanned {
                 .set_len(0)
                 .and_then(|()| self.index_file.write_all_at(&index_bytes, 0))
                 .and_then(|()| self.index_file.sync_data())
-                .map_err(LogError::io(
-                    "rewrite",
-                    index_path(dir_of(&self.path), self.base),
-                ))?;
+                .map_err(LogError::io("rewrite", self.index_path))?;
         }
         Ok(OpenSegment {
             base: self.base,
@@ -334,13 +339,9 @@ impl Scanned {
             file: self.file,
             index_file: self.index_file,
             len: self.valid_end,
-            entries,
-            indexer,
+            entries: self.entries,
+            indexer: self.indexer,
             next_offset: self.next_offset,
         })
     }
-}
-
-fn dir_of(path: &Path) -> &Path {
-    path.parent().unwrap_or(Path::new("."))
 }
