@@ -1,7 +1,8 @@
 //! Helpers shared by the log test suites.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
-use std::path::PathBuf;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 
 use orcastra::log::{Log, LogError, LogOptions, MemoryLog, SegmentLog, TextLog};
 use tempfile::TempDir;
@@ -24,65 +25,62 @@ impl Backend for Memory {
     }
 }
 
-/// A segment log in a directory (on disk, or at `path` in a simulated storage).
-pub struct Segment {
-    pub path: PathBuf,
-    _temp: Option<TempDir>,
+/// A file-backed log, as the tests open it.
+pub trait FileLog: Log + Sized {
+    /// The name of its directory or file in a test's temporary directory.
+    const NAME: &'static str;
+    fn open_at(path: &Path, options: LogOptions) -> Result<Self, LogError>;
 }
 
-impl Segment {
+impl FileLog for SegmentLog {
+    const NAME: &'static str = "log";
+    fn open_at(path: &Path, options: LogOptions) -> Result<Self, LogError> {
+        SegmentLog::open(path, options)
+    }
+}
+
+impl FileLog for TextLog {
+    const NAME: &'static str = "log.txt";
+    fn open_at(path: &Path, options: LogOptions) -> Result<Self, LogError> {
+        TextLog::open(path, options)
+    }
+}
+
+/// A file-backed log at `path`: in a temporary directory on disk, or in a
+/// simulated storage (which the options then name).
+pub struct OnPath<L> {
+    pub path: PathBuf,
+    _temp: Option<TempDir>,
+    _log: PhantomData<L>,
+}
+
+pub type Segment = OnPath<SegmentLog>;
+pub type Text = OnPath<TextLog>;
+
+impl<L: FileLog> OnPath<L> {
     pub fn on_disk() -> Self {
         let temp = tempfile::tempdir().unwrap();
-        Segment {
-            path: temp.path().join("log"),
+        OnPath {
+            path: temp.path().join(L::NAME),
             _temp: Some(temp),
+            _log: PhantomData,
         }
     }
 
     pub fn simulated() -> Self {
-        Segment {
-            path: PathBuf::from("/data/log"),
+        OnPath {
+            path: Path::new("/data").join(L::NAME),
             _temp: None,
+            _log: PhantomData,
         }
     }
 }
 
-impl Backend for Segment {
-    type L = SegmentLog;
+impl<L: FileLog> Backend for OnPath<L> {
+    type L = L;
     const PERSISTENT: bool = true;
-    fn open(&self, options: LogOptions) -> Result<SegmentLog, LogError> {
-        SegmentLog::open(&self.path, options)
-    }
-}
-
-/// A text log in a file (on disk, or at `path` in a simulated storage).
-pub struct Text {
-    pub path: PathBuf,
-    _temp: Option<TempDir>,
-}
-
-impl Text {
-    pub fn on_disk() -> Self {
-        let temp = tempfile::tempdir().unwrap();
-        Text {
-            path: temp.path().join("log.txt"),
-            _temp: Some(temp),
-        }
-    }
-
-    pub fn simulated() -> Self {
-        Text {
-            path: PathBuf::from("/data/log.txt"),
-            _temp: None,
-        }
-    }
-}
-
-impl Backend for Text {
-    type L = TextLog;
-    const PERSISTENT: bool = true;
-    fn open(&self, options: LogOptions) -> Result<TextLog, LogError> {
-        TextLog::open(&self.path, options)
+    fn open(&self, options: LogOptions) -> Result<L, LogError> {
+        L::open_at(&self.path, options)
     }
 }
 
