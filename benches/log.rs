@@ -136,10 +136,8 @@ fn durable(c: &mut Criterion) {
         ("64_appenders_always", FsyncPolicy::Always),
     ] {
         group.bench_function(name, |b| {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .build()
-                .unwrap();
+            // One thread for the appenders: the fsync thread needs the other core.
+            let rt = runtime();
             b.iter_custom(|iters| {
                 let dir = tempfile::tempdir().unwrap();
                 let log = Arc::new(open(dir.path(), policy));

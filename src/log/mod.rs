@@ -87,7 +87,7 @@ pub enum FsyncPolicy {
 
 impl FsyncPolicy {
     /// Whether an append waits for its data to be durable.
-    fn waits(self) -> bool {
+    pub(crate) fn waits(self) -> bool {
         matches!(self, FsyncPolicy::Batch | FsyncPolicy::Always)
     }
 }

@@ -71,6 +71,8 @@ const DIRECT_PAYLOAD_BYTES: usize = 4096;
 /// Index entries are written to the index file once this many bytes of them
 /// are pending (and when the segment is sealed or synced).
 const INDEX_WRITE_BYTES: usize = 4096;
+/// Gathered appends are written once this many bytes of them are waiting.
+const GATHER_BYTES: usize = 1 << 20;
 
 /// A durable [`Log`] in a directory of segment files. See the [module docs](self).
 ///
@@ -151,6 +153,15 @@ struct Writer {
     index_pending: Vec<u8>,
     indexer: Indexer,
     next_offset: u64,
+    /// Where the next frame goes: the active segment's written length plus
+    /// the frames still in `unwritten`.
+    end: u64,
+    /// Under policies whose appends wait for an fsync, small appends are
+    /// gathered here and written by the fsync thread just before its fsync:
+    /// one write for many appends. Readers cannot miss them, since they see
+    /// a record only once it is durable.
+    unwritten: Vec<u8>,
+    gather: bool,
     /// Sealed segments the fsync thread has not synced yet, oldest first.
     unsynced: Vec<Unsynced>,
     /// Buffers kept between appends.
@@ -199,6 +210,9 @@ impl OpenSegment {
             index_pending: Vec::new(),
             indexer: self.indexer,
             next_offset: self.next_offset,
+            end: self.len,
+            unwritten: Vec::new(),
+            gather: options.fsync.waits(),
             unsynced: Vec::new(),
             frames: Vec::new(),
             direct: Vec::new(),
@@ -289,7 +303,7 @@ impl Log for SegmentLog {
         }
         let mut writer = self.inner.writer.lock();
         self.commit.check()?;
-        let len = writer.active.len.load(Ordering::Relaxed);
+        let len = writer.end;
         if len > HEADER_LEN && len + bytes > self.inner.options.segment_bytes {
             self.inner.roll(&mut writer).map_err(|e| self.fail(e))?;
             // Seal it in the background, whatever the policy.
@@ -376,6 +390,7 @@ impl SyncTarget for Inner {
     fn sync_written(&self) -> io::Result<u64> {
         let (sealed, active, len, end) = {
             let mut writer = self.writer.lock();
+            self.write_unwritten(&mut writer)?;
             self.write_index(&mut writer)?;
             let active = Arc::clone(&writer.active);
             let len = active.len.load(Ordering::Relaxed);
@@ -420,28 +435,29 @@ impl SyncTarget for Inner {
 }
 
 impl Inner {
-    /// Frames `records`, writes them and their index entries. On error the
-    /// caller poisons the log, so no state needs rolling back.
+    /// Frames `records` and writes them (or gathers them, see
+    /// `Writer::unwritten`) with their index entries. On error the caller
+    /// poisons the log, so no state needs rolling back.
     fn write_batch<R: AsRef<[u8]>>(&self, writer: &mut Writer, records: &[R]) -> io::Result<()> {
         let Writer {
             active,
             indexer,
             next_offset,
+            end,
             frames,
             direct,
             index_pending,
             index_entries,
             ..
         } = &mut *writer;
-        let start = active.len.load(Ordering::Relaxed);
+        let start = *end;
         frames.clear();
         direct.clear();
         index_entries.clear();
-        let mut end = start;
         for (i, record) in records.iter().enumerate() {
             let payload = record.as_ref();
             let offset = *next_offset + i as u64;
-            if let Some(entry) = indexer.offer(offset - active.base, end) {
+            if let Some(entry) = indexer.offer(offset - active.base, *end) {
                 entry.encode(index_pending);
                 index_entries.push(entry);
             }
@@ -452,16 +468,43 @@ impl Inner {
             } else {
                 frame::push_frame(frames, offset, payload);
             }
-            end += frame::frame_len(payload.len()) as u64;
+            *end += frame::frame_len(payload.len()) as u64;
         }
-        active.make_room(end)?;
-        let written = if direct.is_empty() {
+        active.make_room(*end)?;
+        if !index_entries.is_empty() {
+            active.index.write().extend_from_slice(index_entries);
+        }
+        *next_offset += records.len() as u64;
+        if writer.gather && writer.direct.is_empty() {
+            writer.unwritten.extend_from_slice(&writer.frames);
+            if writer.unwritten.len() >= GATHER_BYTES {
+                self.write_unwritten(writer)?;
+            }
+        } else {
+            self.write_unwritten(writer)?;
+            self.write_frames(writer, records, start)?;
+        }
+        if writer.index_pending.len() >= INDEX_WRITE_BYTES {
+            self.write_index(writer)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the frames in `writer.frames` at `start`, with the large
+    /// payloads straight from `records`.
+    fn write_frames<R: AsRef<[u8]>>(
+        &self,
+        writer: &Writer,
+        records: &[R],
+        start: u64,
+    ) -> io::Result<()> {
+        let (active, frames) = (&writer.active, &writer.frames);
+        let written = if writer.direct.is_empty() {
             active.file.write_all_at(frames, start)
         } else {
-            // Headers and padding from `frames`, large payloads from the caller.
-            let mut slices = Vec::with_capacity(2 * direct.len() + 1);
+            let mut slices = Vec::with_capacity(2 * writer.direct.len() + 1);
             let mut from = 0;
-            for &(at, i) in direct.iter() {
+            for &(at, i) in &writer.direct {
                 slices.push(IoSlice::new(&frames[from..at]));
                 slices.push(IoSlice::new(records[i].as_ref()));
                 from = at;
@@ -470,14 +513,25 @@ impl Inner {
             active.file.write_all_vectored_at(&mut slices, start)
         };
         written.map_err(context("write to", &active.path))?;
-        if !index_entries.is_empty() {
-            active.index.write().extend_from_slice(index_entries);
+        active.len.store(writer.end, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes the gathered frames to the active segment.
+    fn write_unwritten(&self, writer: &mut Writer) -> io::Result<()> {
+        if writer.unwritten.is_empty() {
+            return Ok(());
         }
-        active.len.store(end, Ordering::Release);
-        *next_offset += records.len() as u64;
-        if writer.index_pending.len() >= INDEX_WRITE_BYTES {
-            self.write_index(writer)?;
-        }
+        let active = &writer.active;
+        let start = active.len.load(Ordering::Relaxed);
+        active
+            .file
+            .write_all_at(&writer.unwritten, start)
+            .map_err(context("write to", &active.path))?;
+        active
+            .len
+            .store(start + writer.unwritten.len() as u64, Ordering::Release);
+        writer.unwritten.clear();
         Ok(())
     }
 
@@ -501,6 +555,7 @@ impl Inner {
     /// Seals the active segment and starts a new one at the next offset. The
     /// sealed segment is fsynced later, by the fsync thread.
     fn roll(&self, writer: &mut Writer) -> io::Result<()> {
+        self.write_unwritten(writer)?;
         self.write_index(writer)?;
         let base = writer.next_offset;
         let path = segment_path(&self.dir, base);
