@@ -20,7 +20,9 @@
 //! append path: it fsyncs sealed segments (with their index and the
 //! directory) in order, then the active one, then records how far that got
 //! in `SYNCED`. How often it runs, and whether an append waits for it, is the
-//! [`FsyncPolicy`](crate::log::FsyncPolicy).
+//! [`FsyncPolicy`](crate::log::FsyncPolicy). When appends wait for it anyway
+//! (`Batch`, `Always`), small appends are gathered in memory and written by
+//! the fsync thread just before its fsync: one write for a whole group.
 //!
 //! **Recovery** (see `recovery`) scans only what may be torn: the log after
 //! the `SYNCED` mark. Damage there is cut off as a torn tail; damage before
