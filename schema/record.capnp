@@ -15,6 +15,11 @@ struct Record {
 
   # Metadata about the entry, in the same shape as the fields.
   headers @2 :List(Field);
+
+  # The entry's stream id `<idMs>-<idSeq>`, for records that are stream
+  # entries; ids increase with offsets, so a stream can binary-search them.
+  idMs @3 :UInt64;
+  idSeq @4 :UInt64;
 }
 
 struct Field {

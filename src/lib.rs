@@ -39,13 +39,16 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod group;
 pub mod log;
 pub mod record;
+mod stream;
+pub mod streams;
 
 pub use log::{
     FsyncPolicy, Log, LogError, LogOptions, MemoryLog, Offset, SegmentLog, TextLog, VerifyReport,
 };
-pub use record::Record;
+pub use record::{Record, StreamId};
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]

@@ -169,6 +169,16 @@ impl LogOptions {
         self
     }
 
+    /// The segment size these options set.
+    pub(crate) fn segment_bytes_value(&self) -> u64 {
+        self.segment_bytes
+    }
+
+    /// The file layer these options open logs on.
+    pub(crate) fn storage_ref(&self) -> &dyn Storage {
+        &*self.storage
+    }
+
     fn validate(&self) -> Result<(), LogError> {
         let bad = |what: String| Err(LogError::InvalidOption(what));
         if !(4096..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {

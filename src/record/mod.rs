@@ -1,19 +1,80 @@
 //! Records: the Cap'n Proto message that the layers above the log store in
 //! each log record (schema: `schema/record.capnp`).
 //!
-//! A record is a stream entry in the Redis model: an ordered list of
-//! field/value byte pairs, plus the time it was created and headers for
-//! metadata. Decoding reads the message in place: field names and values
-//! come back as slices of the input [`Bytes`], so a record read from a
+//! A record is a stream entry in the Redis model: its [`StreamId`], an
+//! ordered list of field/value byte pairs, the time it was created and
+//! headers for metadata. Decoding reads the message in place: field names and
+//! values come back as slices of the input [`Bytes`], so a record read from a
 //! segment log's memory map is never copied.
 
 #[rustfmt::skip]
 #[allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
 pub(crate) mod record_capnp;
 
+use std::fmt;
+
 use bytes::Bytes;
 use capnp::message::{Builder, ReaderOptions};
 use capnp::serialize;
+
+/// The id of a stream entry, `<ms>-<seq>`: two 64-bit numbers that order as
+/// one 128-bit number, milliseconds first.
+///
+/// ```
+/// use orcastra::record::StreamId;
+///
+/// let id = StreamId::new(1_700_000_000_000, 3);
+/// assert_eq!(id.to_string(), "1700000000000-3");
+/// assert!(id < StreamId::new(1_700_000_000_001, 0));
+/// assert_eq!(id.next(), Some(StreamId::new(1_700_000_000_000, 4)));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    /// The time part, usually milliseconds since the Unix epoch.
+    pub ms: u64,
+    /// The sequence number within the millisecond.
+    pub seq: u64,
+}
+
+impl StreamId {
+    /// `0-0`, which no entry can have.
+    pub const MIN: StreamId = StreamId { ms: 0, seq: 0 };
+    /// The largest id.
+    pub const MAX: StreamId = StreamId {
+        ms: u64::MAX,
+        seq: u64::MAX,
+    };
+
+    /// The id `<ms>-<seq>`.
+    pub const fn new(ms: u64, seq: u64) -> Self {
+        StreamId { ms, seq }
+    }
+
+    /// The smallest id after this one, if there is one.
+    pub fn next(self) -> Option<StreamId> {
+        match self.seq.checked_add(1) {
+            Some(seq) => Some(StreamId { ms: self.ms, seq }),
+            None => self.ms.checked_add(1).map(|ms| StreamId { ms, seq: 0 }),
+        }
+    }
+
+    /// The largest id before this one, if there is one.
+    pub fn prev(self) -> Option<StreamId> {
+        match self.seq.checked_sub(1) {
+            Some(seq) => Some(StreamId { ms: self.ms, seq }),
+            None => self
+                .ms
+                .checked_sub(1)
+                .map(|ms| StreamId { ms, seq: u64::MAX }),
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
 
 /// Why bytes could not be decoded as a [`Record`].
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +102,8 @@ pub enum RecordError {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Record {
+    /// The entry's id in its stream (`0-0` for records that are not entries).
+    pub id: StreamId,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
     /// Field/value pairs in order; names may repeat.
@@ -56,6 +119,12 @@ impl Record {
             timestamp_ms,
             ..Record::default()
         }
+    }
+
+    /// Sets the entry id.
+    pub fn id(mut self, id: StreamId) -> Self {
+        self.id = id;
+        self
     }
 
     /// Adds a field.
@@ -75,6 +144,8 @@ impl Record {
         let mut message = Builder::new_default();
         let mut root = message.init_root::<record_capnp::record::Builder<'_>>();
         root.set_timestamp_ms(self.timestamp_ms);
+        root.set_id_ms(self.id.ms);
+        root.set_id_seq(self.id.seq);
         let fill = |mut list: capnp::struct_list::Builder<'_, record_capnp::field::Owned>,
                     pairs: &[(Bytes, Bytes)]| {
             for (i, (name, value)) in pairs.iter().enumerate() {
@@ -98,29 +169,60 @@ impl Record {
         if bytes.as_ptr().align_offset(8) != 0 {
             return Record::decode(aligned_copy(&bytes));
         }
-        let mut rest: &[u8] = &bytes;
-        let message =
-            serialize::read_message_from_flat_slice_no_alloc(&mut rest, options(bytes.len()))?;
-        if !rest.is_empty() {
-            return Err(RecordError::TrailingBytes(rest.len()));
-        }
-        let root = message.get_root::<record_capnp::record::Reader<'_>>()?;
-        let pairs = |list: capnp::struct_list::Reader<'_, record_capnp::field::Owned>| {
-            list.iter()
-                .map(|field| {
-                    Ok((
-                        bytes.slice_ref(field.get_name()?),
-                        bytes.slice_ref(field.get_value()?),
-                    ))
-                })
-                .collect::<Result<Vec<_>, capnp::Error>>()
-        };
-        Ok(Record {
-            timestamp_ms: root.get_timestamp_ms(),
-            fields: pairs(root.get_fields()?)?,
-            headers: pairs(root.get_headers()?)?,
+        with_root(&bytes, |root| {
+            let pairs = |list: capnp::struct_list::Reader<'_, record_capnp::field::Owned>| {
+                list.iter()
+                    .map(|field| {
+                        Ok((
+                            bytes.slice_ref(field.get_name()?),
+                            bytes.slice_ref(field.get_value()?),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, capnp::Error>>()
+            };
+            Ok(Record {
+                id: StreamId::new(root.get_id_ms(), root.get_id_seq()),
+                timestamp_ms: root.get_timestamp_ms(),
+                fields: pairs(root.get_fields()?)?,
+                headers: pairs(root.get_headers()?)?,
+            })
         })
     }
+
+    /// The entry id of an encoded record, without decoding its fields.
+    pub fn read_id(bytes: &[u8]) -> Result<StreamId, RecordError> {
+        with_root(bytes, |root| {
+            Ok(StreamId::new(root.get_id_ms(), root.get_id_seq()))
+        })
+    }
+}
+
+/// Runs `read` on the root of the record message in `bytes` (8-byte aligned).
+fn with_root<T>(
+    bytes: &[u8],
+    read: impl FnOnce(record_capnp::record::Reader<'_>) -> Result<T, capnp::Error>,
+) -> Result<T, RecordError> {
+    read_message(bytes, |message| read(message.get_root()?))
+}
+
+/// Runs `read` on the Cap'n Proto message that is all of `bytes`, in place
+/// when `bytes` is 8-byte aligned and in an aligned copy otherwise.
+pub(crate) fn read_message<T>(
+    bytes: &[u8],
+    read: impl FnOnce(
+        capnp::message::Reader<serialize::NoAllocSliceSegments<'_>>,
+    ) -> Result<T, capnp::Error>,
+) -> Result<T, RecordError> {
+    if bytes.as_ptr().align_offset(8) != 0 {
+        return read_message(&aligned_copy(bytes), read);
+    }
+    let mut rest = bytes;
+    let message =
+        serialize::read_message_from_flat_slice_no_alloc(&mut rest, options(bytes.len()))?;
+    if !rest.is_empty() {
+        return Err(RecordError::TrailingBytes(rest.len()));
+    }
+    Ok(read(message)?)
 }
 
 fn list_len(pairs: &[(Bytes, Bytes)]) -> u32 {
@@ -161,6 +263,7 @@ mod tests {
 
     fn sample() -> Record {
         Record::new(42)
+            .id(StreamId::new(7, 9))
             .field("a", "1")
             .field("a", "")
             .field(Bytes::from_static(&[0, 255]), "binary name")
@@ -176,6 +279,21 @@ mod tests {
             let range = encoded.as_ptr_range();
             assert!(range.contains(&decoded.fields[0].1.as_ptr()));
         }
+    }
+
+    #[test]
+    fn the_id_reads_without_the_fields() {
+        let encoded = Bytes::from(sample().encode());
+        assert_eq!(Record::read_id(&encoded).unwrap(), StreamId::new(7, 9));
+        assert!(Record::read_id(&Bytes::from_static(b"garbage!")).is_err());
+    }
+
+    #[test]
+    fn ids_step_over_their_parts() {
+        assert_eq!(StreamId::new(1, u64::MAX).next(), Some(StreamId::new(2, 0)));
+        assert_eq!(StreamId::MAX.next(), None);
+        assert_eq!(StreamId::new(2, 0).prev(), Some(StreamId::new(1, u64::MAX)));
+        assert_eq!(StreamId::MIN.prev(), None);
     }
 
     #[test]

@@ -1,0 +1,578 @@
+//! The embedded engine: many named streams over logs this process owns.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::{
+    AddOptions, AutoClaim, AutoClaimed, Bound, ClaimOptions, Clock, ConsumerInfo, Entry, Fields,
+    GroupEntry, GroupInfo, GroupRead, GroupStart, PendingEntry, PendingQuery, PendingSummary,
+    ReadFrom, ReadGroupOptions, Retention, StreamError, StreamInfo, Streams, SystemClock, Trim,
+};
+use crate::log::storage::EntryKind;
+use crate::log::{Log, LogError, LogOptions, MemoryLog, SegmentLog, TextLog};
+use crate::record::StreamId;
+use crate::stream::Stream;
+
+/// The two logs of a stream.
+pub struct StreamLogs<L> {
+    /// One record per entry.
+    pub entries: L,
+    /// The events that change everything else.
+    pub journal: L,
+}
+
+/// Where the embedded engine keeps the two logs of each stream.
+pub trait LogStore: Send + Sync + 'static {
+    /// The kind of log.
+    type Log: Log;
+    /// Opens the logs of stream `name`, creating them if `create`; `None` if
+    /// the stream does not exist and `create` is false.
+    fn open(&self, name: &str, create: bool) -> Result<Option<StreamLogs<Self::Log>>, LogError>;
+}
+
+/// Streams in memory, gone with the process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryStore;
+
+impl LogStore for MemoryStore {
+    type Log = MemoryLog;
+
+    fn open(&self, _name: &str, create: bool) -> Result<Option<StreamLogs<MemoryLog>>, LogError> {
+        Ok(create.then(|| StreamLogs {
+            entries: MemoryLog::new(),
+            journal: MemoryLog::new(),
+        }))
+    }
+}
+
+/// A log kept in files, which a [`FileStore`] can open by path.
+pub trait FileLog: Log + Sized {
+    /// The file or directory name of a stream's entry log.
+    const ENTRIES: &'static str;
+    /// The file or directory name of a stream's journal.
+    const JOURNAL: &'static str;
+    /// Opens the log at `path`.
+    fn open_at(path: &Path, options: LogOptions) -> Result<Self, LogError>;
+}
+
+impl FileLog for SegmentLog {
+    const ENTRIES: &'static str = "entries";
+    const JOURNAL: &'static str = "journal";
+    fn open_at(path: &Path, options: LogOptions) -> Result<Self, LogError> {
+        SegmentLog::open(path, options)
+    }
+}
+
+impl FileLog for TextLog {
+    const ENTRIES: &'static str = "entries.txt";
+    const JOURNAL: &'static str = "journal.txt";
+    fn open_at(path: &Path, options: LogOptions) -> Result<Self, LogError> {
+        TextLog::open(path, options)
+    }
+}
+
+/// Streams in a data directory: `DIR/s-<name>/` per stream, holding its
+/// entry log and journal (the name percent-encoded, so any name is a safe
+/// file name).
+pub struct FileStore<L> {
+    dir: PathBuf,
+    options: LogOptions,
+    _log: PhantomData<fn() -> L>,
+}
+
+impl<L: FileLog> FileStore<L> {
+    /// A store in `dir`, opening logs with `options`.
+    pub fn new(dir: impl Into<PathBuf>, options: LogOptions) -> Self {
+        FileStore {
+            dir: dir.into(),
+            options,
+            _log: PhantomData,
+        }
+    }
+
+    fn stream_dir(&self, name: &str) -> PathBuf {
+        let mut encoded = String::from("s-");
+        for byte in name.bytes() {
+            if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
+                encoded.push(byte as char);
+            } else {
+                let _ = write!(encoded, "%{byte:02X}");
+            }
+        }
+        self.dir.join(encoded)
+    }
+}
+
+impl<L: FileLog> LogStore for FileStore<L> {
+    type Log = L;
+
+    fn open(&self, name: &str, create: bool) -> Result<Option<StreamLogs<L>>, LogError> {
+        let dir = self.stream_dir(name);
+        let storage = self.options.storage_ref();
+        let exists = storage
+            .kind(&dir)
+            .map_err(LogError::io("inspect", &dir))?
+            .is_some_and(|kind| kind == EntryKind::Dir);
+        if !exists && !create {
+            return Ok(None);
+        }
+        let entries = L::open_at(&dir.join(L::ENTRIES), self.options.clone())?;
+        // Journal segments stay small, so a snapshot soon frees the ones before it.
+        let journal_segments = self.options.segment_bytes_value().min(8 << 20);
+        let journal = L::open_at(
+            &dir.join(L::JOURNAL),
+            self.options.clone().segment_bytes(journal_segments),
+        )?;
+        Ok(Some(StreamLogs { entries, journal }))
+    }
+}
+
+/// The embedded engine: [`Streams`] over the logs of a [`LogStore`].
+///
+/// ```
+/// use orcastra::log::{FsyncPolicy, LogOptions, SegmentLog};
+/// use orcastra::streams::{AddOptions, Embedded, FileStore, Streams};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let store = FileStore::<SegmentLog>::new(dir.path(), LogOptions::default());
+/// let streams = Embedded::open(store);
+/// streams.add("events", vec![("kind".into(), "signup".into())], AddOptions::default()).await?;
+/// assert_eq!(streams.len("events").await?, 1);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Embedded<S: LogStore> {
+    store: S,
+    /// Open streams by name; opening happens under this lock, once per stream.
+    streams: Mutex<HashMap<String, Arc<Stream<S::Log>>>>,
+    /// Wakes blocked readers when entries become visible or a group goes.
+    changed: Notify,
+    clock: Arc<dyn Clock>,
+    snapshot_bytes: u64,
+    retention: Retention,
+    adds: AtomicU64,
+}
+
+/// Retention limits are checked on every this many adds.
+const RETENTION_EVERY: u64 = 64;
+
+impl Embedded<MemoryStore> {
+    /// Streams in memory.
+    pub fn memory() -> Self {
+        Self::open(MemoryStore)
+    }
+}
+
+impl<S: LogStore> Embedded<S> {
+    /// The engine over `store`, with the system clock, snapshots every 8 MiB
+    /// of journal, and no retention limits.
+    pub fn open(store: S) -> Self {
+        Embedded {
+            store,
+            streams: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            clock: Arc::new(SystemClock),
+            snapshot_bytes: 8 << 20,
+            retention: Retention::default(),
+            adds: AtomicU64::new(0),
+        }
+    }
+
+    /// Reads the time from `clock` (for tests of idle times and ids).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Writes a journal snapshot once this many bytes of events follow the
+    /// last one (or twice the last snapshot's size, if larger).
+    pub fn with_snapshot_bytes(mut self, bytes: u64) -> Self {
+        self.snapshot_bytes = bytes;
+        self
+    }
+
+    /// Trims streams automatically as they grow.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The stream `name`, opened if needed; `None` if it does not exist and
+    /// `create` is false.
+    fn stream(&self, name: &str, create: bool) -> Result<Option<Arc<Stream<S::Log>>>, StreamError> {
+        let mut streams = self.streams.lock();
+        if let Some(stream) = streams.get(name) {
+            return Ok(Some(Arc::clone(stream)));
+        }
+        let Some(logs) = self.store.open(name, create)? else {
+            return Ok(None);
+        };
+        let stream = Arc::new(Stream::open(
+            name,
+            logs,
+            self.snapshot_bytes,
+            self.retention,
+        )?);
+        streams.insert(name.to_string(), Arc::clone(&stream));
+        Ok(Some(stream))
+    }
+
+    fn existing(
+        &self,
+        name: &str,
+        missing: impl FnOnce() -> StreamError,
+    ) -> Result<Arc<Stream<S::Log>>, StreamError> {
+        self.stream(name, false)?.ok_or_else(missing)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Waits for a change (an entry, a destroyed group) or the deadline.
+    /// Returns false once the deadline has passed.
+    async fn wait_for_change(
+        &self,
+        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> bool {
+        match deadline {
+            None => {
+                notified.await;
+                true
+            }
+            Some(deadline) => tokio::time::timeout_at(deadline, notified).await.is_ok(),
+        }
+    }
+}
+
+fn deadline(block: Option<Duration>) -> Option<Option<tokio::time::Instant>> {
+    block.map(|wait| (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait))
+}
+
+fn no_group(stream: &str, group: &str, suffix: &'static str) -> StreamError {
+    StreamError::NoGroup {
+        stream: stream.to_string(),
+        group: group.to_string(),
+        suffix,
+    }
+}
+
+impl<S: LogStore> Streams for Embedded<S> {
+    async fn add(
+        &self,
+        stream: &str,
+        fields: Fields,
+        options: AddOptions,
+    ) -> Result<Option<StreamId>, StreamError> {
+        let Some(target) = self.stream(stream, !options.no_mkstream)? else {
+            return Ok(None);
+        };
+        let id = target.add(&fields, options.id, &*self.clock).await?;
+        self.changed.notify_waiters();
+        if let Some(trim) = options.trim {
+            target.trim(trim).await?;
+        }
+        let retention = self.retention;
+        if (retention.max_len.is_some() || retention.max_age.is_some())
+            && self
+                .adds
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(RETENTION_EVERY)
+        {
+            target.enforce_retention(self.now_ms()).await?;
+        }
+        Ok(Some(id))
+    }
+
+    async fn range(
+        &self,
+        stream: &str,
+        start: Bound,
+        end: Bound,
+        count: Option<usize>,
+    ) -> Result<Vec<Entry>, StreamError> {
+        match self.stream(stream, false)? {
+            Some(target) => target.range(start, end, count, false),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn rev_range(
+        &self,
+        stream: &str,
+        end: Bound,
+        start: Bound,
+        count: Option<usize>,
+    ) -> Result<Vec<Entry>, StreamError> {
+        match self.stream(stream, false)? {
+            Some(target) => target.range(start, end, count, true),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn len(&self, stream: &str) -> Result<u64, StreamError> {
+        Ok(self.stream(stream, false)?.map_or(0, |target| target.len()))
+    }
+
+    async fn delete(&self, stream: &str, ids: &[StreamId]) -> Result<u64, StreamError> {
+        match self.stream(stream, false)? {
+            Some(target) => target.delete(ids).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn trim(&self, stream: &str, trim: Trim) -> Result<u64, StreamError> {
+        match self.stream(stream, false)? {
+            Some(target) => target.trim(trim).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn read(
+        &self,
+        streams: &[(&str, ReadFrom)],
+        count: Option<usize>,
+        block: Option<Duration>,
+    ) -> Result<Vec<(String, Vec<Entry>)>, StreamError> {
+        let count = count.unwrap_or(usize::MAX);
+        // `$` means after the last id as of the call.
+        let mut after = Vec::with_capacity(streams.len());
+        for &(name, from) in streams {
+            after.push(match from {
+                ReadFrom::After(id) => id,
+                ReadFrom::End => self
+                    .stream(name, false)?
+                    .map_or(StreamId::MIN, |s| s.last_id()),
+            });
+        }
+        let deadline = deadline(block);
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut reply = Vec::new();
+            for (&(name, _), &after) in streams.iter().zip(&after) {
+                if let Some(target) = self.stream(name, false)? {
+                    let entries = target.read_after(after, count)?;
+                    if !entries.is_empty() {
+                        reply.push((name.to_string(), entries));
+                    }
+                }
+            }
+            let Some(deadline) = deadline else {
+                return Ok(reply);
+            };
+            if !reply.is_empty() || !self.wait_for_change(notified, deadline).await {
+                return Ok(reply);
+            }
+        }
+    }
+
+    async fn set_last_id(
+        &self,
+        stream: &str,
+        last_id: StreamId,
+        entries_added: Option<u64>,
+        max_deleted: Option<StreamId>,
+    ) -> Result<(), StreamError> {
+        self.existing(stream, || StreamError::NoSuchKey)?
+            .set_last_id(last_id, entries_added, max_deleted)
+            .await
+    }
+
+    async fn info(&self, stream: &str) -> Result<StreamInfo, StreamError> {
+        self.existing(stream, || StreamError::NoSuchKey)?.info()
+    }
+
+    async fn create_group(
+        &self,
+        stream: &str,
+        group: &str,
+        start: GroupStart,
+        mkstream: bool,
+    ) -> Result<(), StreamError> {
+        let target = self
+            .stream(stream, mkstream)?
+            .ok_or(StreamError::GroupNeedsStream)?;
+        target.create_group(group, start).await
+    }
+
+    async fn destroy_group(&self, stream: &str, group: &str) -> Result<bool, StreamError> {
+        let destroyed = self
+            .existing(stream, || StreamError::GroupNeedsStream)?
+            .destroy_group(group)
+            .await?;
+        self.changed.notify_waiters();
+        Ok(destroyed)
+    }
+
+    async fn set_group_id(
+        &self,
+        stream: &str,
+        group: &str,
+        start: GroupStart,
+    ) -> Result<(), StreamError> {
+        self.existing(stream, || StreamError::GroupNeedsStream)?
+            .set_group_id(group, start)
+            .await
+    }
+
+    async fn create_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> Result<bool, StreamError> {
+        self.existing(stream, || StreamError::GroupNeedsStream)?
+            .create_consumer(group, consumer, self.now_ms())
+            .await
+    }
+
+    async fn delete_consumer(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> Result<u64, StreamError> {
+        self.existing(stream, || StreamError::GroupNeedsStream)?
+            .delete_consumer(group, consumer)
+            .await
+    }
+
+    async fn read_group(
+        &self,
+        group: &str,
+        consumer: &str,
+        streams: &[(&str, GroupRead)],
+        options: ReadGroupOptions,
+    ) -> Result<Vec<(String, Vec<GroupEntry>)>, StreamError> {
+        let count = options.count.filter(|&n| n > 0).unwrap_or(usize::MAX);
+        let suffix = " in XREADGROUP with GROUP option";
+        let mut targets = Vec::with_capacity(streams.len());
+        for &(name, read) in streams {
+            targets.push((
+                name,
+                read,
+                self.existing(name, || no_group(name, group, suffix))?,
+            ));
+        }
+        // History reads never block and are always in the reply.
+        let blocks = targets.iter().all(|(_, read, _)| *read == GroupRead::New);
+        let deadline = if blocks {
+            deadline(options.block)
+        } else {
+            None
+        };
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut reply = Vec::new();
+            for (name, read, target) in &targets {
+                let now = self.now_ms();
+                let entries = match *read {
+                    GroupRead::New => {
+                        target
+                            .read_new(group, consumer, count, options.no_ack, now)
+                            .await?
+                    }
+                    GroupRead::Pending(after) => {
+                        target
+                            .read_pending(group, consumer, after, count, now)
+                            .await?
+                    }
+                };
+                if !entries.is_empty() || *read != GroupRead::New {
+                    reply.push((name.to_string(), entries));
+                }
+            }
+            let Some(deadline) = deadline else {
+                return Ok(reply);
+            };
+            if !reply.is_empty() {
+                return Ok(reply);
+            }
+            if !self.wait_for_change(notified, deadline).await {
+                return Ok(reply);
+            }
+            // A group destroyed while we waited fails the read, as in Redis.
+            for (name, _, target) in &targets {
+                if !target.has_group(group) {
+                    return Err(no_group(name, group, suffix));
+                }
+            }
+        }
+    }
+
+    async fn ack(&self, stream: &str, group: &str, ids: &[StreamId]) -> Result<u64, StreamError> {
+        match self.stream(stream, false)? {
+            Some(target) => target.ack(group, ids).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn pending_summary(
+        &self,
+        stream: &str,
+        group: &str,
+    ) -> Result<PendingSummary, StreamError> {
+        self.existing(stream, || no_group(stream, group, ""))?
+            .pending_summary(group)
+    }
+
+    async fn pending(
+        &self,
+        stream: &str,
+        group: &str,
+        query: &PendingQuery,
+    ) -> Result<Vec<PendingEntry>, StreamError> {
+        self.existing(stream, || no_group(stream, group, ""))?
+            .pending(group, query, self.now_ms())
+    }
+
+    async fn claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        ids: &[StreamId],
+        options: ClaimOptions,
+    ) -> Result<Vec<Entry>, StreamError> {
+        self.existing(stream, || no_group(stream, group, ""))?
+            .claim(group, consumer, min_idle, ids, options, self.now_ms())
+            .await
+    }
+
+    async fn auto_claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        options: AutoClaim,
+    ) -> Result<AutoClaimed, StreamError> {
+        self.existing(stream, || no_group(stream, group, ""))?
+            .auto_claim(group, consumer, options, self.now_ms())
+            .await
+    }
+
+    async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>, StreamError> {
+        Ok(self.existing(stream, || StreamError::NoSuchKey)?.groups())
+    }
+
+    async fn consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>, StreamError> {
+        self.existing(stream, || StreamError::NoSuchKey)?
+            .consumers(group, self.now_ms())
+    }
+}
