@@ -10,10 +10,13 @@
 //!   per line of a text file). [`log::storage`] is the file layer beneath
 //!   them, with a simulated file system for crash tests.
 //! - [`record`]: the Cap'n Proto message that the layers above the log store
-//!   in each record: a stream entry's fields, its time and headers.
+//!   in each record: a stream entry's id, fields, time and headers.
+//! - [`streams`]: Redis Streams and consumer groups, durable over any log:
+//!   the [`Streams`](streams::Streams) trait and the embedded engine,
+//!   [`Embedded`](streams::Embedded). (Internally `stream` holds one
+//!   stream's logs and journal, `group` a consumer group's state.)
 //!
-//! Streams with Redis Streams consumer groups, the task layer and the server
-//! are built on these.
+//! The task layer and the Redis-protocol server are built on `Streams`.
 //!
 //! # Example
 //!

@@ -229,6 +229,25 @@ async fn the_last_possible_id_exhausts_the_stream<T: Subject>(t: T) {
     ));
 }
 
+async fn a_batch_of_adds_gets_increasing_ids<T: Subject>(t: T) {
+    let s = t.streams();
+    add_at(s, "s", id(1, 0), "first").await;
+    let batch: Vec<Fields> = (0..100).map(|i| fields(&[("n", &i.to_string())])).collect();
+    let added = s.add_batch("s", batch.clone()).await.unwrap();
+    assert_eq!(added.len(), 100);
+    assert!(added.windows(2).all(|w| w[0] < w[1]) && added[0] > id(1, 0));
+    let read = s
+        .range("s", Bound::Excluded(id(1, 0)), Bound::Max, None)
+        .await
+        .unwrap();
+    assert_eq!(read.iter().map(|e| e.id).collect::<Vec<_>>(), added);
+    assert_eq!(
+        read.into_iter().map(|e| e.fields).collect::<Vec<_>>(),
+        batch
+    );
+    assert!(s.add_batch("s", Vec::new()).await.unwrap().is_empty());
+}
+
 async fn nomkstream_does_not_create<T: Subject>(t: T) {
     let s = t.streams();
     let options = AddOptions {
@@ -1301,6 +1320,7 @@ suite!(
     explicit_ids_must_grow,
     zero_star_gives_zero_one,
     the_last_possible_id_exhausts_the_stream,
+    a_batch_of_adds_gets_increasing_ids,
     nomkstream_does_not_create,
     fields_keep_their_order_and_bytes,
     ranges_honour_bounds_and_count,

@@ -21,12 +21,12 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
+use orcastra::StreamId;
 use orcastra::log::{FsyncPolicy, LogOptions, SegmentLog};
 use orcastra::streams::{
-    AddOptions, Bound, Embedded, FileStore, GroupRead, GroupStart, PendingQuery,
-    ReadGroupOptions, Streams,
+    AddOptions, Bound, Embedded, FileStore, GroupRead, GroupStart, PendingQuery, ReadGroupOptions,
+    Streams,
 };
-use orcastra::StreamId;
 
 const ENTRIES: u64 = 20_000;
 
@@ -37,7 +37,10 @@ fn streams(dir: &Path, fsync: FsyncPolicy) -> Embedded<FileStore<SegmentLog>> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     match args.iter().position(|a| a == "--child") {
         Some(at) => runtime.block_on(child(Path::new(&args[at + 1]))),
         None if args.iter().any(|a| a == "--list") => {}
@@ -46,7 +49,9 @@ fn main() {
                 .map(|n| n.parse().expect("ORCASTRA_CRASH_ITERATIONS is a number"))
                 .unwrap_or(12);
             let (delivered, acked) = runtime.block_on(parent(iterations));
-            println!("streams_crash: {iterations} kills survived ({delivered} entries delivered, {acked} acknowledged)");
+            println!(
+                "streams_crash: {iterations} kills survived ({delivered} entries delivered, {acked} acknowledged)"
+            );
         }
     }
 }
@@ -58,7 +63,12 @@ async fn child(dir: &Path) {
     let mut rng = fastrand::Rng::new();
     // Entries left pending by an earlier child are ours to finish.
     let history = s
-        .read_group("g", "c", &[("s", GroupRead::Pending(StreamId::MIN))], ReadGroupOptions::default())
+        .read_group(
+            "g",
+            "c",
+            &[("s", GroupRead::Pending(StreamId::MIN))],
+            ReadGroupOptions::default(),
+        )
         .await
         .unwrap();
     let mut pending: Vec<StreamId> = history[0].1.iter().map(|e| e.id).collect();
@@ -67,7 +77,10 @@ async fn child(dir: &Path) {
             count: Some(rng.usize(1..40)),
             ..ReadGroupOptions::default()
         };
-        let reply = s.read_group("g", "c", &[("s", GroupRead::New)], options).await.unwrap();
+        let reply = s
+            .read_group("g", "c", &[("s", GroupRead::New)], options)
+            .await
+            .unwrap();
         for (_, entries) in reply {
             for entry in entries {
                 writeln!(out, "D {}", entry.id.ms).unwrap();
@@ -101,9 +114,13 @@ async fn parent(iterations: usize) -> (usize, usize) {
         let s = streams(dir, FsyncPolicy::Never);
         for ms in 1..=ENTRIES {
             let fields = vec![("n".into(), ms.to_string().into())];
-            s.add("s", fields, AddOptions::with_id(StreamId::new(ms, 0))).await.unwrap();
+            s.add("s", fields, AddOptions::with_id(StreamId::new(ms, 0)))
+                .await
+                .unwrap();
         }
-        s.create_group("s", "g", GroupStart::After(StreamId::MIN), false).await.unwrap();
+        s.create_group("s", "g", GroupStart::After(StreamId::MIN), false)
+            .await
+            .unwrap();
     }
     let mut delivered = BTreeSet::new();
     let mut acked = BTreeSet::new();
@@ -118,12 +135,19 @@ async fn parent(iterations: usize) -> (usize, usize) {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let reader = thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
+        let reader = thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        });
         thread::sleep(Duration::from_millis(rng.u64(30..300)));
         child.kill().unwrap();
         child.wait().unwrap();
         for line in reader.join().unwrap() {
-            let Some((kind, ms)) = line.split_once(' ') else { continue };
+            let Some((kind, ms)) = line.split_once(' ') else {
+                continue;
+            };
             let Ok(ms) = ms.parse::<u64>() else { continue };
             match kind {
                 "D" => {
@@ -148,16 +172,39 @@ async fn parent(iterations: usize) -> (usize, usize) {
             .map(|p| p.id.ms)
             .collect();
         let wrongly_pending: Vec<_> = acked.intersection(&pending).collect();
-        assert!(wrongly_pending.is_empty(), "iteration {iteration}: acked but pending again: {wrongly_pending:?}");
-        let lost: Vec<_> = delivered.iter().filter(|ms| !maybe_acked.contains(ms) && !pending.contains(ms)).collect();
-        assert!(lost.is_empty(), "iteration {iteration}: delivered, unacked, not pending: {lost:?}");
+        assert!(
+            wrongly_pending.is_empty(),
+            "iteration {iteration}: acked but pending again: {wrongly_pending:?}"
+        );
+        let lost: Vec<_> = delivered
+            .iter()
+            .filter(|ms| !maybe_acked.contains(ms) && !pending.contains(ms))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "iteration {iteration}: delivered, unacked, not pending: {lost:?}"
+        );
         let cursor = s.groups("s").await.unwrap()[0].last_delivered_id.ms;
         let furthest = delivered.iter().next_back().copied().unwrap_or(0);
-        assert!(cursor >= furthest, "iteration {iteration}: cursor {cursor} went back before {furthest}");
+        assert!(
+            cursor >= furthest,
+            "iteration {iteration}: cursor {cursor} went back before {furthest}"
+        );
         assert_eq!(s.len("s").await.unwrap(), ENTRIES);
         // Everything pending was delivered, and nothing beyond the cursor is.
-        let undelivered = s.range("s", Bound::Excluded(StreamId::new(cursor, 0)), Bound::Max, Some(1)).await.unwrap();
-        assert!(pending.iter().all(|&ms| ms <= cursor), "iteration {iteration}: pending beyond the cursor");
+        let undelivered = s
+            .range(
+                "s",
+                Bound::Excluded(StreamId::new(cursor, 0)),
+                Bound::Max,
+                Some(1),
+            )
+            .await
+            .unwrap();
+        assert!(
+            pending.iter().all(|&ms| ms <= cursor),
+            "iteration {iteration}: pending beyond the cursor"
+        );
         assert!(undelivered.first().is_none_or(|e| e.id.ms > cursor));
     }
     assert!(!delivered.is_empty(), "the child never delivered anything");

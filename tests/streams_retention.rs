@@ -5,14 +5,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use orcastra::StreamId;
 use orcastra::log::{FsyncPolicy, LogOptions, SegmentLog};
 use orcastra::streams::{
     AddOptions, Bound, Clock, Embedded, FileStore, GroupRead, GroupStart, ManualClock,
     ReadGroupOptions, Retention, Streams,
 };
-use orcastra::StreamId;
 
-fn open(dir: &Path, retention: Retention, clock: &Arc<ManualClock>) -> Embedded<FileStore<SegmentLog>> {
+fn open(
+    dir: &Path,
+    retention: Retention,
+    clock: &Arc<ManualClock>,
+) -> Embedded<FileStore<SegmentLog>> {
     let options = LogOptions::default()
         .fsync(FsyncPolicy::Never)
         .segment_bytes(4096);
@@ -23,14 +27,22 @@ fn open(dir: &Path, retention: Retention, clock: &Arc<ManualClock>) -> Embedded<
 
 async fn add_many(s: &impl Streams, n: usize) {
     for _ in 0..n {
-        s.add("s", vec![("f".into(), "x".into())], AddOptions::default()).await.unwrap();
+        s.add("s", vec![("f".into(), "x".into())], AddOptions::default())
+            .await
+            .unwrap();
     }
 }
 
 fn segments(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("s-s").join("entries"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
         .count()
 }
 
@@ -47,7 +59,11 @@ async fn a_length_limit_trims_as_entries_arrive_and_frees_segments() {
     let len = s.len("s").await.unwrap();
     assert!((100..=164).contains(&len), "length {len}");
     let oldest = s.range("s", Bound::Min, Bound::Max, Some(1)).await.unwrap()[0].id;
-    let newest = s.rev_range("s", Bound::Max, Bound::Min, Some(1)).await.unwrap()[0].id;
+    let newest = s
+        .rev_range("s", Bound::Max, Bound::Min, Some(1))
+        .await
+        .unwrap()[0]
+        .id;
     assert!(oldest > StreamId::new(1_000_000, 800));
     assert_eq!(newest, StreamId::new(1_000_000, 999));
     assert!(segments(dir.path()) < 10, "old segments were kept");
@@ -66,7 +82,10 @@ async fn an_age_limit_trims_old_entries() {
     clock.advance(Duration::from_secs(120));
     add_many(&s, 64).await;
     let entries = s.range("s", Bound::Min, Bound::Max, None).await.unwrap();
-    assert!(entries.iter().all(|e| e.id.ms >= clock.now_ms() - 60_000), "an old entry survived");
+    assert!(
+        entries.iter().all(|e| e.id.ms >= clock.now_ms() - 60_000),
+        "an old entry survived"
+    );
     assert_eq!(entries.len(), 64);
 }
 
@@ -80,7 +99,9 @@ async fn keep_unacked_holds_what_groups_still_need() {
         ..Retention::default()
     };
     let s = open(dir.path(), retention, &clock);
-    s.create_group("s", "g", GroupStart::After(StreamId::MIN), true).await.unwrap();
+    s.create_group("s", "g", GroupStart::After(StreamId::MIN), true)
+        .await
+        .unwrap();
     add_many(&s, 300).await;
     // Nothing was delivered: nothing may go.
     assert_eq!(s.len("s").await.unwrap(), 300);
@@ -89,7 +110,10 @@ async fn keep_unacked_holds_what_groups_still_need() {
         count: Some(200),
         ..ReadGroupOptions::default()
     };
-    let read = s.read_group("g", "c", &[("s", GroupRead::New)], options).await.unwrap();
+    let read = s
+        .read_group("g", "c", &[("s", GroupRead::New)], options)
+        .await
+        .unwrap();
     let delivered: Vec<StreamId> = read[0].1.iter().map(|e| e.id).collect();
     // Delivered but pending: still nothing may go.
     add_many(&s, 64).await;
@@ -101,8 +125,16 @@ async fn keep_unacked_holds_what_groups_still_need() {
     let oldest = s.range("s", Bound::Min, Bound::Max, Some(1)).await.unwrap()[0].id;
     assert_eq!(oldest, delivered[150]);
     let pending_fields = s
-        .read_group("g", "c", &[("s", GroupRead::Pending(StreamId::MIN))], ReadGroupOptions::default())
+        .read_group(
+            "g",
+            "c",
+            &[("s", GroupRead::Pending(StreamId::MIN))],
+            ReadGroupOptions::default(),
+        )
         .await
         .unwrap();
-    assert!(pending_fields[0].1.iter().all(|e| e.fields.is_some()), "a pending entry was trimmed");
+    assert!(
+        pending_fields[0].1.iter().all(|e| e.fields.is_some()),
+        "a pending entry was trimmed"
+    );
 }

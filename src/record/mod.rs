@@ -14,7 +14,7 @@ pub(crate) mod record_capnp;
 use std::fmt;
 
 use bytes::Bytes;
-use capnp::message::{Builder, ReaderOptions};
+use capnp::message::{Builder, HeapAllocator, ReaderOptions};
 use capnp::serialize;
 
 /// The id of a stream entry, `<ms>-<seq>`: two 64-bit numbers that order as
@@ -141,7 +141,18 @@ impl Record {
 
     /// The record as a Cap'n Proto message (a multiple of 8 bytes).
     pub fn encode(&self) -> Vec<u8> {
-        let mut message = Builder::new_default();
+        // One segment of about the message's size: the default first segment
+        // is 8 KiB, which would dominate the cost of encoding small records.
+        let words = |pairs: &[(Bytes, Bytes)]| {
+            pairs
+                .iter()
+                .map(|(n, v)| 2 + n.len().div_ceil(8) + v.len().div_ceil(8))
+                .sum::<usize>()
+        };
+        let size = 8 + words(&self.fields) + words(&self.headers);
+        let allocator =
+            HeapAllocator::new().first_segment_words(u32::try_from(size).unwrap_or(u32::MAX));
+        let mut message = Builder::new(allocator);
         let mut root = message.init_root::<record_capnp::record::Builder<'_>>();
         root.set_timestamp_ms(self.timestamp_ms);
         root.set_id_ms(self.id.ms);

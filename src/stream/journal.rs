@@ -12,8 +12,8 @@ use super::state::{Meta, State};
 use crate::group::{Cursor, Group, Nack};
 use crate::record::{StreamId, read_message};
 
-/// At most this many pending entries go in one snapshot record, keeping
-/// records far below the log's size limit.
+/// At most this many ids go in one journal record (events and snapshots),
+/// keeping records far below the log's size limit.
 const SNAPSHOT_CHUNK: usize = 50_000;
 
 /// One change to a stream's state.
@@ -51,6 +51,53 @@ pub(crate) enum Event {
 }
 
 impl Event {
+    /// The event as journal records: one, or several for an event with more
+    /// ids than fit in a record. Applying the parts in order has the same
+    /// effect as applying the whole (a group's cursor moves with the last).
+    pub(crate) fn records(&self) -> Vec<Vec<u8>> {
+        match self {
+            Event::Pending {
+                group,
+                consumer,
+                delivered_ms,
+                entries,
+                cursor,
+            } if entries.len() > SNAPSHOT_CHUNK => {
+                let chunks: Vec<_> = entries.chunks(SNAPSHOT_CHUNK).collect();
+                let last = chunks.len() - 1;
+                chunks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, chunk)| {
+                        Event::Pending {
+                            group: group.clone(),
+                            consumer: consumer.clone(),
+                            delivered_ms: *delivered_ms,
+                            entries: chunk.to_vec(),
+                            cursor: if i == last { *cursor } else { None },
+                        }
+                        .encode()
+                    })
+                    .collect()
+            }
+            Event::Acked { group, ids } if ids.len() > SNAPSHOT_CHUNK => ids
+                .chunks(SNAPSHOT_CHUNK)
+                .map(|chunk| {
+                    Event::Acked {
+                        group: group.clone(),
+                        ids: chunk.to_vec(),
+                    }
+                    .encode()
+                })
+                .collect(),
+            Event::Deleted(offsets) if offsets.len() > SNAPSHOT_CHUNK => offsets
+                .chunks(SNAPSHOT_CHUNK)
+                .map(|chunk| Event::Deleted(chunk.to_vec()).encode())
+                .collect(),
+            _ => vec![self.encode()],
+        }
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut message = Builder::new_default();
         let event = message.init_root::<schema::event::Builder<'_>>();
@@ -574,6 +621,45 @@ mod tests {
             replay.feed(record).unwrap();
         }
         assert_eq!(describe(&replay.finish()), describe(&state));
+    }
+
+    #[test]
+    fn events_with_many_ids_span_records() {
+        let cursor = Cursor {
+            last_id: id(99),
+            offset: 7,
+        };
+        let big = Event::Pending {
+            group: "g".into(),
+            consumer: "c".into(),
+            delivered_ms: 4,
+            entries: (1..=(SNAPSHOT_CHUNK as u64 + 3))
+                .map(|n| (id(n), 1))
+                .collect(),
+            cursor: Some(cursor),
+        };
+        let records = big.records();
+        assert_eq!(records.len(), 2);
+        let mut whole = State::default();
+        whole.apply(&Event::GroupSet {
+            group: "g".into(),
+            cursor: Cursor::default(),
+        });
+        let mut parts = Replay::default();
+        parts
+            .feed(
+                &Event::GroupSet {
+                    group: "g".into(),
+                    cursor: Cursor::default(),
+                }
+                .encode(),
+            )
+            .unwrap();
+        whole.apply(&big);
+        for record in &records {
+            parts.feed(record).unwrap();
+        }
+        assert_eq!(describe(&parts.finish()), describe(&whole));
     }
 
     #[test]

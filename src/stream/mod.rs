@@ -254,7 +254,7 @@ impl<L: Log> Stream<L> {
         if events.is_empty() {
             return Ok(Offset(0));
         }
-        let records: Vec<Vec<u8>> = events.iter().map(Event::encode).collect();
+        let records: Vec<Vec<u8>> = events.iter().flat_map(Event::records).collect();
         let mut end = self.journal.append_nowait(&records)?.end;
         for event in events {
             inner.state.apply(event);
@@ -278,44 +278,48 @@ impl<L: Log> Stream<L> {
     /// XADD: appends an entry and waits for it to be durable.
     pub(crate) async fn add(
         &self,
-        fields: &Fields,
+        fields: Fields,
         id: AddId,
         clock: &dyn Clock,
     ) -> Result<StreamId, StreamError> {
-        let (id, end) = {
+        let ids = self.append(vec![fields], id, clock).await?;
+        Ok(ids[0])
+    }
+
+    /// Appends entries, the first with an id chosen by `id` and the rest as
+    /// `*` would, and waits for them to be durable.
+    pub(crate) async fn append(
+        &self,
+        batch: Vec<Fields>,
+        id: AddId,
+        clock: &dyn Clock,
+    ) -> Result<Vec<StreamId>, StreamError> {
+        let (ids, end) = {
             let mut inner = self.inner.lock();
-            let last = inner.state.meta.last_id;
             let now = clock.now_ms();
-            let id = match id {
-                AddId::Auto if now > last.ms => StreamId::new(now, 0),
-                AddId::Auto => last.next().ok_or(StreamError::IdsExhausted)?,
-                AddId::AutoSeq(ms) if ms > last.ms => StreamId::new(ms, 0),
-                AddId::AutoSeq(ms) if ms == last.ms => last
-                    .next()
-                    .filter(|id| id.ms == ms)
-                    .ok_or(StreamError::IdNotGreater)?,
-                AddId::AutoSeq(_) => return Err(StreamError::IdNotGreater),
-                AddId::Explicit(StreamId::MIN) => return Err(StreamError::ZeroId),
-                AddId::Explicit(id) if id <= last => return Err(StreamError::IdNotGreater),
-                AddId::Explicit(id) => id,
-            };
-            let id = if id == StreamId::MIN {
-                StreamId::new(0, 1)
-            } else {
-                id
-            };
-            let record = Record {
-                id,
-                timestamp_ms: now,
-                fields: fields.clone(),
-                headers: Vec::new(),
-            };
-            let offsets = self.entries.append_nowait(&[record.encode()])?;
-            inner.state.meta.last_id = id;
-            (id, offsets.end)
+            let mut last = inner.state.meta.last_id;
+            let mut ids = Vec::with_capacity(batch.len());
+            let mut records = Vec::with_capacity(batch.len());
+            for (i, fields) in batch.into_iter().enumerate() {
+                let next = next_id(last, if i == 0 { id } else { AddId::Auto }, now)?;
+                records.push(
+                    Record {
+                        id: next,
+                        timestamp_ms: now,
+                        fields,
+                        headers: Vec::new(),
+                    }
+                    .encode(),
+                );
+                ids.push(next);
+                last = next;
+            }
+            let offsets = self.entries.append_nowait(&records)?;
+            inner.state.meta.last_id = last;
+            (ids, offsets.end)
         };
         self.entries.wait_durable(end).await?;
-        Ok(id)
+        Ok(ids)
     }
 
     /// XRANGE (forward) and XREVRANGE (`reverse`), `start <= end` by id.
@@ -1137,6 +1141,29 @@ impl<L: Log> Stream<L> {
 }
 
 const READ_SUFFIX: &str = " in XREADGROUP with GROUP option";
+
+/// The id XADD gives an entry after `last`, at time `now_ms`.
+fn next_id(last: StreamId, id: AddId, now_ms: u64) -> Result<StreamId, StreamError> {
+    let next = match id {
+        AddId::Auto if now_ms > last.ms => StreamId::new(now_ms, 0),
+        AddId::Auto => last.next().ok_or(StreamError::IdsExhausted)?,
+        AddId::AutoSeq(ms) if ms > last.ms => StreamId::new(ms, 0),
+        AddId::AutoSeq(ms) if ms == last.ms => last
+            .next()
+            .filter(|next| next.ms == ms)
+            .ok_or(StreamError::IdNotGreater)?,
+        AddId::AutoSeq(_) => return Err(StreamError::IdNotGreater),
+        AddId::Explicit(StreamId::MIN) => return Err(StreamError::ZeroId),
+        AddId::Explicit(id) if id <= last => return Err(StreamError::IdNotGreater),
+        AddId::Explicit(id) => id,
+    };
+    // `0-*` on an empty stream: the smallest valid id.
+    Ok(if next == StreamId::MIN {
+        StreamId::new(0, 1)
+    } else {
+        next
+    })
+}
 
 /// The offset just past the first `count` live entries of the stream.
 fn past_live(state: &State, count: u64) -> u64 {

@@ -278,7 +278,7 @@ impl<S: LogStore> Streams for Embedded<S> {
         let Some(target) = self.stream(stream, !options.no_mkstream)? else {
             return Ok(None);
         };
-        let id = target.add(&fields, options.id, &*self.clock).await?;
+        let id = target.add(fields, options.id, &*self.clock).await?;
         self.changed.notify_waiters();
         if let Some(trim) = options.trim {
             target.trim(trim).await?;
@@ -293,6 +293,22 @@ impl<S: LogStore> Streams for Embedded<S> {
             target.enforce_retention(self.now_ms()).await?;
         }
         Ok(Some(id))
+    }
+
+    async fn add_batch(
+        &self,
+        stream: &str,
+        entries: Vec<Fields>,
+    ) -> Result<Vec<StreamId>, StreamError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let target = self.stream(stream, true)?.expect("create makes the stream");
+        let ids = target
+            .append(entries, super::AddId::Auto, &*self.clock)
+            .await?;
+        self.changed.notify_waiters();
+        Ok(ids)
     }
 
     async fn range(

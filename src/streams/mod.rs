@@ -61,6 +61,14 @@ pub trait Streams: Send + Sync + 'static {
         options: AddOptions,
     ) -> impl Future<Output = Result<Option<StreamId>, StreamError>> + Send;
 
+    /// Adds several entries in one go, with ids chosen as XADD `*` would; a
+    /// Redis server gets them as one pipeline of XADDs. Creates the stream.
+    fn add_batch(
+        &self,
+        stream: &str,
+        entries: Vec<Fields>,
+    ) -> impl Future<Output = Result<Vec<StreamId>, StreamError>> + Send;
+
     /// XRANGE: entries with ids from `start` to `end`, oldest first.
     fn range(
         &self,
