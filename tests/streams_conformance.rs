@@ -22,6 +22,9 @@ use orcastra::streams::{
 };
 use tempfile::TempDir;
 
+mod common;
+use common::streams::{history, ms, read_new};
+
 /// An implementation under test.
 trait Subject: Send + Sync + 'static {
     type S: Streams;
@@ -100,21 +103,6 @@ async fn numbered<S: Streams>(s: &S, n: u64) {
 
 fn ids(entries: &[Entry]) -> Vec<u64> {
     entries.iter().map(|e| e.id.ms).collect()
-}
-
-async fn new_for<S: Streams>(s: &S, group: &str, consumer: &str, count: Option<usize>) -> Vec<u64> {
-    let options = ReadGroupOptions {
-        count,
-        ..ReadGroupOptions::default()
-    };
-    let reply = s
-        .read_group(group, consumer, &[("s", GroupRead::New)], options)
-        .await
-        .unwrap();
-    reply
-        .into_iter()
-        .flat_map(|(_, entries)| entries.into_iter().map(|e| e.id.ms))
-        .collect()
 }
 
 const START: GroupStart = GroupStart::After(StreamId::MIN);
@@ -605,9 +593,9 @@ async fn a_group_at_the_end_sees_only_new_entries<T: Subject>(t: T) {
     s.create_group("s", "g", GroupStart::End, false)
         .await
         .unwrap();
-    assert!(new_for(s, "g", "c", None).await.is_empty());
+    assert!(ms(&read_new(s, "g", "c", None).await).is_empty());
     add_at(s, "s", id(4, 0), "4").await;
-    assert_eq!(new_for(s, "g", "c", None).await, vec![4]);
+    assert_eq!(ms(&read_new(s, "g", "c", None).await), vec![4]);
 }
 
 async fn a_group_at_an_id_starts_after_it<T: Subject>(t: T) {
@@ -616,17 +604,17 @@ async fn a_group_at_an_id_starts_after_it<T: Subject>(t: T) {
     s.create_group("s", "g", GroupStart::After(id(2, 0)), false)
         .await
         .unwrap();
-    assert_eq!(new_for(s, "g", "c", None).await, vec![3, 4, 5]);
+    assert_eq!(ms(&read_new(s, "g", "c", None).await), vec![3, 4, 5]);
 }
 
 async fn each_entry_goes_to_one_consumer<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 6).await;
     s.create_group("s", "g", START, false).await.unwrap();
-    assert_eq!(new_for(s, "g", "alice", Some(2)).await, vec![1, 2]);
-    assert_eq!(new_for(s, "g", "bob", Some(3)).await, vec![3, 4, 5]);
-    assert_eq!(new_for(s, "g", "alice", None).await, vec![6]);
-    assert!(new_for(s, "g", "bob", None).await.is_empty());
+    assert_eq!(ms(&read_new(s, "g", "alice", Some(2)).await), vec![1, 2]);
+    assert_eq!(ms(&read_new(s, "g", "bob", Some(3)).await), vec![3, 4, 5]);
+    assert_eq!(ms(&read_new(s, "g", "alice", None).await), vec![6]);
+    assert!(ms(&read_new(s, "g", "bob", None).await).is_empty());
     let summary = s.pending_summary("s", "g").await.unwrap();
     assert_eq!(summary.count, 6);
     assert_eq!((summary.min, summary.max), (Some(id(1, 0)), Some(id(6, 0))));
@@ -660,9 +648,9 @@ async fn history_reads_return_only_the_consumers_own_entries<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 4).await;
     s.create_group("s", "g", START, false).await.unwrap();
-    new_for(s, "g", "alice", Some(2)).await;
-    new_for(s, "g", "bob", Some(2)).await;
-    let history = |after: StreamId| async move {
+    read_new(s, "g", "alice", Some(2)).await;
+    read_new(s, "g", "bob", Some(2)).await;
+    let history_after = |after: StreamId| async move {
         let reply = s
             .read_group(
                 "g",
@@ -674,8 +662,8 @@ async fn history_reads_return_only_the_consumers_own_entries<T: Subject>(t: T) {
             .unwrap();
         reply[0].1.iter().map(|e| e.id.ms).collect::<Vec<_>>()
     };
-    assert_eq!(history(StreamId::MIN).await, vec![1, 2]);
-    assert_eq!(history(id(1, 0)).await, vec![2]);
+    assert_eq!(ms(&history(s, "g", "alice").await), vec![1, 2]);
+    assert_eq!(history_after(id(1, 0)).await, vec![2]);
     let pending = s.pending("s", "g", &PendingQuery::first(10)).await.unwrap();
     let deliveries: Vec<_> = pending.iter().map(|p| (p.id.ms, p.deliveries)).collect();
     assert_eq!(deliveries, vec![(1, 2), (2, 3), (3, 1), (4, 1)]);
@@ -696,21 +684,12 @@ async fn history_shows_deleted_entries_without_fields<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 3).await;
     s.create_group("s", "g", START, false).await.unwrap();
-    new_for(s, "g", "c", None).await;
+    read_new(s, "g", "c", None).await;
     s.delete("s", &[id(2, 0)]).await.unwrap();
     s.trim("s", Trim::min_id(id(2, 0))).await.unwrap();
-    let reply = s
-        .read_group(
-            "g",
-            "c",
-            &[("s", GroupRead::Pending(StreamId::MIN))],
-            ReadGroupOptions::default(),
-        )
-        .await
-        .unwrap();
-    let entries = &reply[0].1;
     assert_eq!(
-        entries
+        history(s, "g", "c")
+            .await
             .iter()
             .map(|e| (e.id.ms, e.fields.is_some()))
             .collect::<Vec<_>>(),
@@ -722,7 +701,7 @@ async fn acks_remove_pending_entries_once<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 3).await;
     s.create_group("s", "g", START, false).await.unwrap();
-    new_for(s, "g", "c", None).await;
+    read_new(s, "g", "c", None).await;
     assert_eq!(
         s.ack("s", "g", &[id(1, 0), id(3, 0), id(3, 0), id(9, 0)])
             .await
@@ -754,8 +733,8 @@ async fn pending_ranges_filter_by_bounds_consumer_and_idle<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 6).await;
     s.create_group("s", "g", START, false).await.unwrap();
-    new_for(s, "g", "alice", Some(3)).await;
-    new_for(s, "g", "bob", None).await;
+    read_new(s, "g", "alice", Some(3)).await;
+    read_new(s, "g", "bob", None).await;
     let query = |start, end, count, consumer: Option<&str>, idle: Option<u64>| PendingQuery {
         start,
         end,
@@ -836,7 +815,7 @@ async fn claims_respect_min_idle_and_options<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 4).await;
     s.create_group("s", "g", START, false).await.unwrap();
-    new_for(s, "g", "alice", None).await;
+    read_new(s, "g", "alice", None).await;
     // Just delivered: not idle for a minute.
     let minute = Duration::from_secs(60);
     assert!(
@@ -951,7 +930,7 @@ async fn claiming_a_deleted_entry_removes_it<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 3).await;
     s.create_group("s", "g", START, false).await.unwrap();
-    new_for(s, "g", "alice", None).await;
+    read_new(s, "g", "alice", None).await;
     s.delete("s", &[id(2, 0)]).await.unwrap();
     let claimed = s
         .claim(
@@ -979,7 +958,7 @@ async fn claim_lastid_moves_the_group_forward<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 5).await;
     s.create_group("s", "g", START, false).await.unwrap();
-    new_for(s, "g", "c", Some(1)).await;
+    read_new(s, "g", "c", Some(1)).await;
     let options = ClaimOptions {
         last_id: Some(id(3, 0)),
         ..ClaimOptions::default()
@@ -988,14 +967,14 @@ async fn claim_lastid_moves_the_group_forward<T: Subject>(t: T) {
         .await
         .unwrap();
     assert_eq!(s.groups("s").await.unwrap()[0].last_delivered_id, id(3, 0));
-    assert_eq!(new_for(s, "g", "c", None).await, vec![4, 5]);
+    assert_eq!(ms(&read_new(s, "g", "c", None).await), vec![4, 5]);
 }
 
 async fn autoclaim_iterates_and_reports_deleted_entries<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 5).await;
     s.create_group("s", "g", START, false).await.unwrap();
-    new_for(s, "g", "alice", None).await;
+    read_new(s, "g", "alice", None).await;
     make_idle(s, "g", Duration::from_secs(3600)).await;
     s.delete("s", &[id(4, 0)]).await.unwrap();
     let auto = |start: StreamId, count| AutoClaim {
@@ -1044,11 +1023,11 @@ async fn setid_rewinds_and_redelivers<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 3).await;
     s.create_group("s", "g", START, false).await.unwrap();
-    new_for(s, "g", "alice", None).await;
+    read_new(s, "g", "alice", None).await;
     s.set_group_id("s", "g", GroupStart::After(id(1, 0)))
         .await
         .unwrap();
-    assert_eq!(new_for(s, "g", "bob", None).await, vec![2, 3]);
+    assert_eq!(ms(&read_new(s, "g", "bob", None).await), vec![2, 3]);
     let pending = s.pending("s", "g", &PendingQuery::first(10)).await.unwrap();
     let view: Vec<_> = pending
         .iter()
@@ -1071,7 +1050,7 @@ async fn consumers_are_created_and_deleted<T: Subject>(t: T) {
     s.create_group("s", "g", START, false).await.unwrap();
     assert!(s.create_consumer("s", "g", "c").await.unwrap());
     assert!(!s.create_consumer("s", "g", "c").await.unwrap());
-    new_for(s, "g", "c", Some(2)).await;
+    read_new(s, "g", "c", Some(2)).await;
     assert_eq!(s.delete_consumer("s", "g", "c").await.unwrap(), 2);
     assert_eq!(s.delete_consumer("s", "g", "c").await.unwrap(), 0);
     assert_eq!(s.pending_summary("s", "g").await.unwrap().count, 0);
@@ -1231,7 +1210,7 @@ async fn group_info_counts_reads_and_lag<T: Subject>(t: T) {
         assert_eq!((fresh.entries_read, fresh.lag), (Some(0), Some(5)));
     }
     assert_eq!(fresh.lag.unwrap_or(5), 5);
-    new_for(s, "g", "c", Some(2)).await;
+    read_new(s, "g", "c", Some(2)).await;
     s.delete("s", &[id(4, 0)]).await.unwrap();
     let midway = group().await;
     assert_eq!(
@@ -1242,7 +1221,7 @@ async fn group_info_counts_reads_and_lag<T: Subject>(t: T) {
     if T::EXACT_COUNTERS {
         assert_eq!(midway.lag, Some(2));
     }
-    new_for(s, "g", "c", None).await;
+    read_new(s, "g", "c", None).await;
     let done = group().await;
     assert_eq!((done.entries_read, done.lag), (Some(5), Some(0)));
 }
@@ -1251,8 +1230,8 @@ async fn consumer_info_counts_pending<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 3).await;
     s.create_group("s", "g", START, false).await.unwrap();
-    new_for(s, "g", "bob", Some(1)).await;
-    new_for(s, "g", "alice", None).await;
+    read_new(s, "g", "bob", Some(1)).await;
+    read_new(s, "g", "alice", None).await;
     let consumers = s.consumers("s", "g").await.unwrap();
     let view: Vec<_> = consumers
         .iter()
@@ -1278,7 +1257,7 @@ async fn many_consumers_never_share_an_entry<T: Subject>(t: T) {
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let got = new_for(t.streams(), "g", &format!("w{worker}"), Some(7)).await;
+                    let got = ms(&read_new(t.streams(), "g", &format!("w{worker}"), Some(7)).await);
                     if got.is_empty() {
                         return mine;
                     }

@@ -24,9 +24,11 @@ use std::time::Duration;
 use orcastra::StreamId;
 use orcastra::log::{FsyncPolicy, LogOptions, SegmentLog};
 use orcastra::streams::{
-    AddOptions, Bound, Embedded, FileStore, GroupRead, GroupStart, PendingQuery, ReadGroupOptions,
-    Streams,
+    AddOptions, Bound, Embedded, FileStore, GroupStart, PendingQuery, Streams,
 };
+
+mod common;
+use common::streams::{history, read_new};
 
 const ENTRIES: u64 = 20_000;
 
@@ -62,30 +64,12 @@ async fn child(dir: &Path) {
     let mut out = std::io::stdout().lock();
     let mut rng = fastrand::Rng::new();
     // Entries left pending by an earlier child are ours to finish.
-    let history = s
-        .read_group(
-            "g",
-            "c",
-            &[("s", GroupRead::Pending(StreamId::MIN))],
-            ReadGroupOptions::default(),
-        )
-        .await
-        .unwrap();
-    let mut pending: Vec<StreamId> = history[0].1.iter().map(|e| e.id).collect();
+    let earlier = history(&s, "g", "c").await;
+    let mut pending: Vec<StreamId> = earlier.iter().map(|e| e.id).collect();
     loop {
-        let options = ReadGroupOptions {
-            count: Some(rng.usize(1..40)),
-            ..ReadGroupOptions::default()
-        };
-        let reply = s
-            .read_group("g", "c", &[("s", GroupRead::New)], options)
-            .await
-            .unwrap();
-        for (_, entries) in reply {
-            for entry in entries {
-                writeln!(out, "D {}", entry.id.ms).unwrap();
-                pending.push(entry.id);
-            }
+        for entry in read_new(&s, "g", "c", Some(rng.usize(1..40))).await {
+            writeln!(out, "D {}", entry.id.ms).unwrap();
+            pending.push(entry.id);
         }
         out.flush().unwrap();
         // Acknowledge a random part of what is pending.

@@ -17,6 +17,9 @@ use orcastra::streams::{
 };
 use proptest::prelude::*;
 
+mod common;
+use common::streams::{history, ms, read_new};
+
 fn id(ms: u64) -> StreamId {
     StreamId::new(ms, 0)
 }
@@ -39,21 +42,6 @@ async fn add(s: &impl Streams, ms: u64) {
     s.add("s", fields, AddOptions::with_id(id(ms)))
         .await
         .unwrap();
-}
-
-async fn read(s: &impl Streams, group: &str, consumer: &str, count: usize) -> Vec<u64> {
-    let options = ReadGroupOptions {
-        count: Some(count),
-        ..ReadGroupOptions::default()
-    };
-    let reply = s
-        .read_group(group, consumer, &[("s", GroupRead::New)], options)
-        .await
-        .unwrap();
-    reply
-        .into_iter()
-        .flat_map(|(_, e)| e.into_iter().map(|e| e.id.ms))
-        .collect()
 }
 
 /// Everything about stream `s` that does not depend on the time of reading.
@@ -113,9 +101,9 @@ async fn busy_history(s: &impl Streams, clock: &ManualClock) {
     s.create_group("s", "h", GroupStart::After(id(20)), false)
         .await
         .unwrap();
-    read(s, "g", "alice", 10).await;
+    read_new(s, "g", "alice", Some(10)).await;
     clock.advance(Duration::from_secs(5));
-    read(s, "g", "bob", 10).await;
+    read_new(s, "g", "bob", Some(10)).await;
     s.ack("s", "g", &[id(4), id(8), id(30)]).await.unwrap();
     s.claim(
         "s",
@@ -138,7 +126,7 @@ async fn busy_history(s: &impl Streams, clock: &ManualClock) {
     s.read_group("h", "frank", &[("s", GroupRead::New)], noack)
         .await
         .unwrap();
-    read(s, "h", "gina", 4).await;
+    read_new(s, "h", "gina", Some(4)).await;
     s.set_group_id("s", "h", GroupStart::After(id(22)))
         .await
         .unwrap();
@@ -157,7 +145,7 @@ async fn everything_survives_reopening<L: FileLog>() {
     let s = open::<L>(dir.path(), &clock, 8 << 20);
     assert_eq!(describe(&s).await, before);
     // And it goes on: the next read continues after the cursor.
-    assert_eq!(read(&s, "g", "alice", 2).await, vec![26, 27]);
+    assert_eq!(ms(&read_new(&s, "g", "alice", Some(2)).await), vec![26, 27]);
 }
 
 #[tokio::test]
@@ -182,7 +170,7 @@ async fn snapshots_keep_the_journal_short() {
             add(&s, ms).await;
         }
         for _ in 0..300 {
-            let got = read(&s, "g", "alice", 10).await;
+            let got = ms(&read_new(&s, "g", "alice", Some(10)).await);
             let ids: Vec<_> = got.iter().map(|&ms| id(ms)).collect();
             s.ack("s", "g", &ids[..ids.len() / 2]).await.unwrap();
         }
@@ -329,7 +317,7 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.next += 1;
             }
             Op::Read { consumer: c, count } => {
-                let got = read(&s, "g", &consumer(c), count).await;
+                let got = ms(&read_new(&s, "g", &consumer(c), Some(count)).await);
                 let expected: Vec<u64> = model
                     .entries
                     .iter()
@@ -346,17 +334,8 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::History { consumer: c } => {
-                let reply = s
-                    .read_group(
-                        "g",
-                        &consumer(c),
-                        &[("s", GroupRead::Pending(StreamId::MIN))],
-                        ReadGroupOptions::default(),
-                    )
+                let got: Vec<(u64, bool)> = history(&s, "g", &consumer(c))
                     .await
-                    .unwrap();
-                let got: Vec<(u64, bool)> = reply[0]
-                    .1
                     .iter()
                     .map(|e| (e.id.ms, e.fields.is_some()))
                     .collect();

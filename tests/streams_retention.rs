@@ -8,9 +8,11 @@ use std::time::Duration;
 use orcastra::StreamId;
 use orcastra::log::{FsyncPolicy, LogOptions, SegmentLog};
 use orcastra::streams::{
-    AddOptions, Bound, Clock, Embedded, FileStore, GroupRead, GroupStart, ManualClock,
-    ReadGroupOptions, Retention, Streams,
+    AddOptions, Bound, Clock, Embedded, FileStore, GroupStart, ManualClock, Retention, Streams,
 };
+
+mod common;
+use common::streams::{history, read_new};
 
 fn open(
     dir: &Path,
@@ -106,15 +108,8 @@ async fn keep_unacked_holds_what_groups_still_need() {
     // Nothing was delivered: nothing may go.
     assert_eq!(s.len("s").await.unwrap(), 300);
 
-    let options = ReadGroupOptions {
-        count: Some(200),
-        ..ReadGroupOptions::default()
-    };
-    let read = s
-        .read_group("g", "c", &[("s", GroupRead::New)], options)
-        .await
-        .unwrap();
-    let delivered: Vec<StreamId> = read[0].1.iter().map(|e| e.id).collect();
+    let read = read_new(&s, "g", "c", Some(200)).await;
+    let delivered: Vec<StreamId> = read.iter().map(|e| e.id).collect();
     // Delivered but pending: still nothing may go.
     add_many(&s, 64).await;
     assert_eq!(s.len("s").await.unwrap(), 364);
@@ -124,17 +119,11 @@ async fn keep_unacked_holds_what_groups_still_need() {
     add_many(&s, 64).await;
     let oldest = s.range("s", Bound::Min, Bound::Max, Some(1)).await.unwrap()[0].id;
     assert_eq!(oldest, delivered[150]);
-    let pending_fields = s
-        .read_group(
-            "g",
-            "c",
-            &[("s", GroupRead::Pending(StreamId::MIN))],
-            ReadGroupOptions::default(),
-        )
-        .await
-        .unwrap();
     assert!(
-        pending_fields[0].1.iter().all(|e| e.fields.is_some()),
+        history(&s, "g", "c")
+            .await
+            .iter()
+            .all(|e| e.fields.is_some()),
         "a pending entry was trimmed"
     );
 }

@@ -1,5 +1,7 @@
-//! Helpers shared by the log test suites.
+//! Helpers shared by the test suites.
 #![allow(dead_code)] // each test crate uses a different part of this module
+
+pub mod streams;
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
