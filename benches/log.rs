@@ -12,11 +12,14 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+
+mod common;
+use common::rate;
 use orcastra::log::{FsyncPolicy, Log, LogOptions, Offset, SegmentLog};
 
 const SIZES: [usize; 3] = [100, 1024, 16 * 1024];
@@ -166,20 +169,6 @@ fn durable(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// Records per second of one benchmark, from criterion's median estimate.
-fn rate(id: &str, records_per_iter: f64) -> Option<f64> {
-    let home = std::env::var_os("CRITERION_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("criterion"))
-        })
-        .unwrap_or_else(|| PathBuf::from("target/criterion"));
-    let json = std::fs::read_to_string(home.join(id).join("new/estimates.json")).ok()?;
-    let estimates: serde_json::Value = serde_json::from_str(&json).ok()?;
-    let nanos = estimates["median"]["point_estimate"].as_f64()?;
-    Some(records_per_iter / Duration::from_nanos(nanos as u64).as_secs_f64())
 }
 
 fn summary() {

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
+
+mod common;
+use common::{median, rate};
 use orcastra::StreamId;
 use orcastra::log::{FsyncPolicy, LogOptions, SegmentLog};
 use orcastra::streams::{
@@ -265,6 +268,11 @@ fn backlog(c: &mut Criterion, dir: &Path) {
     });
     let mut group = c.benchmark_group("backlog");
     group.throughput(Throughput::Elements(BATCH as u64));
+    // The three are compared with each other: more and longer samples keep
+    // the machine's noise (and the occasional snapshot) out of the medians.
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(10));
     for stream in ["small", "large", "pending"] {
         let name = match stream {
             "small" => "1k_waiting",
@@ -348,25 +356,6 @@ fn recovery(c: &mut Criterion, path: &Path) {
         })
     });
     group.finish();
-}
-
-/// Time per iteration of one benchmark, from criterion's median estimate.
-fn median(id: &str) -> Option<Duration> {
-    let home = std::env::var_os("CRITERION_HOME")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("criterion"))
-        })
-        .unwrap_or_else(|| PathBuf::from("target/criterion"));
-    let json = std::fs::read_to_string(home.join(id).join("new/estimates.json")).ok()?;
-    let estimates: serde_json::Value = serde_json::from_str(&json).ok()?;
-    Some(Duration::from_nanos(
-        estimates["median"]["point_estimate"].as_f64()? as u64,
-    ))
-}
-
-fn rate(id: &str, elements: f64) -> Option<f64> {
-    median(id).map(|t| elements / t.as_secs_f64())
 }
 
 fn summary(per_pending_entry: f64) {

@@ -169,30 +169,18 @@ async fn explicit_ids_must_grow<T: Subject>(t: T) {
         ));
     }
     assert_eq!(s.len("s").await.unwrap(), 1);
-    let seq = AddOptions {
-        id: AddId::AutoSeq(5),
-        ..AddOptions::default()
-    };
-    assert_eq!(
-        s.add("s", fields(&[("a", "1")]), seq).await.unwrap(),
-        Some(id(5, 6))
-    );
-    let later = AddOptions {
-        id: AddId::AutoSeq(7),
-        ..AddOptions::default()
-    };
-    assert_eq!(
-        s.add("s", fields(&[("a", "1")]), later).await.unwrap(),
-        Some(id(7, 0))
-    );
-    let earlier = AddOptions {
-        id: AddId::AutoSeq(6),
-        ..AddOptions::default()
-    };
-    assert!(matches!(
-        s.add("s", fields(&[("a", "1")]), earlier).await,
-        Err(StreamError::IdNotGreater)
-    ));
+    // `<ms>-*`: the next sequence within the top's millisecond, 0 past it.
+    for (ms, expected) in [(5, Some(id(5, 6))), (7, Some(id(7, 0))), (6, None)] {
+        let options = AddOptions {
+            id: AddId::AutoSeq(ms),
+            ..AddOptions::default()
+        };
+        let added = s.add("s", fields(&[("a", "1")]), options).await;
+        match expected {
+            Some(expected) => assert_eq!(added.unwrap(), Some(expected)),
+            None => assert!(matches!(added, Err(StreamError::IdNotGreater))),
+        }
+    }
 }
 
 async fn zero_star_gives_zero_one<T: Subject>(t: T) {

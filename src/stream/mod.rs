@@ -609,12 +609,18 @@ impl<L: Log> Stream<L> {
         }
     }
 
-    fn no_group(&self, group: &str, suffix: &'static str) -> StreamError {
-        StreamError::NoGroup {
+    /// The named group, or NOGROUP with the command's `suffix`.
+    fn group<'a>(
+        &self,
+        state: &'a State,
+        group: &str,
+        suffix: &'static str,
+    ) -> Result<&'a Group, StreamError> {
+        state.groups.get(group).ok_or_else(|| StreamError::NoGroup {
             stream: self.name.clone(),
             group: group.to_string(),
             suffix,
-        }
+        })
     }
 
     /// XGROUP SETID.
@@ -702,10 +708,7 @@ impl<L: Log> Stream<L> {
         let (entries, wait) = {
             let mut inner = self.inner.lock();
             let state = &inner.state;
-            let existing = state
-                .groups
-                .get(group)
-                .ok_or_else(|| self.no_group(group, READ_SUFFIX))?;
+            let existing = self.group(state, group, READ_SUFFIX)?;
             let found = self.scan_forward(state, existing.cursor.offset, count, |_| true)?;
             let mut events = Vec::new();
             if existing.consumer_id(consumer).is_none() || (no_ack && !found.is_empty()) {
@@ -759,10 +762,7 @@ impl<L: Log> Stream<L> {
         let (entries, wait) = {
             let mut inner = self.inner.lock();
             let state = &inner.state;
-            let existing = state
-                .groups
-                .get(group)
-                .ok_or_else(|| self.no_group(group, READ_SUFFIX))?;
+            let existing = self.group(state, group, READ_SUFFIX)?;
             let pending = match existing.consumer_id(consumer) {
                 Some(id) => existing.pending_of(id, after, count),
                 None => Vec::new(),
@@ -849,11 +849,7 @@ impl<L: Log> Stream<L> {
         read: impl FnOnce(&State, &Group) -> Result<T, StreamError>,
     ) -> Result<T, StreamError> {
         let inner = self.inner.lock();
-        let existing = inner
-            .state
-            .groups
-            .get(group)
-            .ok_or_else(|| self.no_group(group, ""))?;
+        let existing = self.group(&inner.state, group, "")?;
         read(&inner.state, existing)
     }
 
@@ -921,10 +917,7 @@ impl<L: Log> Stream<L> {
         let (claimed, wait) = {
             let mut inner = self.inner.lock();
             let state = &inner.state;
-            let existing = state
-                .groups
-                .get(group)
-                .ok_or_else(|| self.no_group(group, ""))?;
+            let existing = self.group(state, group, "")?;
             let min_idle = min_idle.as_millis() as u64;
             let delivered_ms = match (options.idle, options.time_ms) {
                 (Some(idle), _) => now_ms.saturating_sub(idle.as_millis() as u64),
@@ -1030,10 +1023,7 @@ impl<L: Log> Stream<L> {
         let (reply, wait) = {
             let mut inner = self.inner.lock();
             let state = &inner.state;
-            let existing = state
-                .groups
-                .get(group)
-                .ok_or_else(|| self.no_group(group, ""))?;
+            let existing = self.group(state, group, "")?;
             let min_idle = min_idle.as_millis() as u64;
             let mut attempts = count.saturating_mul(AUTOCLAIM_ATTEMPTS);
             let mut reply = AutoClaimed::default();
