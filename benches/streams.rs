@@ -18,18 +18,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 
 mod common;
+#[path = "common/workload.rs"]
+mod workload;
 use common::{median, rate};
 use orcastra::StreamId;
 use orcastra::log::{FsyncPolicy, LogOptions, SegmentLog};
 use orcastra::streams::{
-    ClaimOptions, Embedded, Fields, FileStore, GroupRead, GroupStart, ManualClock, PendingQuery,
+    ClaimOptions, Embedded, FileStore, GroupRead, GroupStart, ManualClock, PendingQuery,
     ReadGroupOptions, Streams,
 };
 use tokio::runtime::Runtime;
+use workload::{BATCH, consume, entry, fill, lag, read_ack};
 
 struct Counting;
 
@@ -63,8 +65,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-const BATCH: usize = 1024;
-
 type Engine = Embedded<FileStore<SegmentLog>>;
 
 fn engine(dir: &Path) -> Engine {
@@ -76,47 +76,6 @@ fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
-}
-
-fn entry() -> Fields {
-    vec![(Bytes::from_static(b"payload"), Bytes::from(vec![b'x'; 100]))]
-}
-
-async fn fill(s: &Engine, stream: &str, count: usize) {
-    for _ in 0..count.div_ceil(BATCH) {
-        s.add_batch(stream, vec![entry(); BATCH]).await.unwrap();
-    }
-}
-
-/// Reads up to `count` new entries for `consumer` and acks them; returns how many.
-async fn read_ack(s: &Engine, stream: &str, group: &str, consumer: &str, count: usize) -> usize {
-    let options = ReadGroupOptions {
-        count: Some(count),
-        ..ReadGroupOptions::default()
-    };
-    let reply = s
-        .read_group(group, consumer, &[(stream, GroupRead::New)], options)
-        .await
-        .unwrap();
-    let ids: Vec<StreamId> = reply
-        .iter()
-        .flat_map(|(_, e)| e.iter().map(|e| e.id))
-        .collect();
-    if !ids.is_empty() {
-        s.ack(stream, group, &ids).await.unwrap();
-    }
-    ids.len()
-}
-
-async fn lag(s: &Engine, stream: &str, group: &str) -> u64 {
-    s.groups(stream)
-        .await
-        .unwrap()
-        .iter()
-        .find(|g| g.name == group)
-        .unwrap()
-        .lag
         .unwrap()
 }
 
@@ -162,26 +121,7 @@ fn read_and_ack(c: &mut Criterion, dir: &Path) {
     for consumers in [1usize, 16] {
         group.bench_function(format!("{consumers}_consumers"), |b| {
             b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let needed = iters as usize * BATCH;
-                    let waiting = lag(&s, "s", "g").await as usize;
-                    fill(&s, "s", needed.saturating_sub(waiting)).await;
-                    let start = Instant::now();
-                    let mut done = 0;
-                    while done < needed {
-                        let mut readers = tokio::task::JoinSet::new();
-                        for i in 0..consumers {
-                            let s = Arc::clone(&s);
-                            readers.spawn(async move {
-                                read_ack(&s, "s", "g", &format!("c{i}"), BATCH / consumers).await
-                            });
-                        }
-                        while let Some(read) = readers.join_next().await {
-                            done += read.unwrap();
-                        }
-                    }
-                    start.elapsed()
-                })
+                rt.block_on(consume(&s, "s", "g", consumers, iters as usize * BATCH))
             })
         });
     }

@@ -12,6 +12,7 @@
 pub(crate) mod record_capnp;
 
 use std::fmt;
+use std::str::FromStr;
 
 use bytes::Bytes;
 use capnp::message::{Builder, HeapAllocator, ReaderOptions};
@@ -27,6 +28,7 @@ use capnp::serialize;
 /// assert_eq!(id.to_string(), "1700000000000-3");
 /// assert!(id < StreamId::new(1_700_000_000_001, 0));
 /// assert_eq!(id.next(), Some(StreamId::new(1_700_000_000_000, 4)));
+/// assert_eq!("1700000000000-3".parse(), Ok(id));
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
@@ -73,6 +75,29 @@ impl StreamId {
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// The text is not an entry id: `<ms>-<seq>`, or `<ms>` for `<ms>-0`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("Invalid stream ID specified as stream command argument")]
+pub struct InvalidStreamId;
+
+impl FromStr for StreamId {
+    type Err = InvalidStreamId;
+
+    fn from_str(text: &str) -> Result<Self, InvalidStreamId> {
+        let number = |part: &str| {
+            // u64's parser takes a leading `+`, which Redis refuses.
+            if part.starts_with('+') {
+                return Err(InvalidStreamId);
+            }
+            part.parse::<u64>().map_err(|_| InvalidStreamId)
+        };
+        match text.split_once('-') {
+            Some((ms, seq)) => Ok(StreamId::new(number(ms)?, number(seq)?)),
+            None => Ok(StreamId::new(number(text)?, 0)),
+        }
     }
 }
 

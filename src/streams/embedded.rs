@@ -523,10 +523,11 @@ impl<S: LogStore> Streams for Embedded<S> {
                 return Ok(reply);
             }
             // A group destroyed while we waited fails the read, as in Redis.
-            for (name, _, target) in &targets {
-                if !target.has_group(group) {
-                    return Err(no_group(name, group, suffix));
-                }
+            if targets
+                .iter()
+                .any(|(_, _, target)| !target.has_group(group))
+            {
+                return Err(StreamError::GroupGoneWhileBlocked);
             }
         }
     }

@@ -48,6 +48,9 @@ pub enum StreamError {
         /// What Redis appends for XREADGROUP: ` in XREADGROUP with GROUP option`.
         suffix: &'static str,
     },
+    /// A blocked XREADGROUP whose group was destroyed while it waited.
+    #[error("NOGROUP the consumer group this client was blocked on no longer exists")]
+    GroupGoneWhileBlocked,
     /// An XGROUP subcommand or XINFO CONSUMERS on a missing group.
     #[error("NOGROUP No such consumer group '{group}' for key name '{stream}'")]
     NoSuchGroup {
@@ -59,6 +62,33 @@ pub enum StreamError {
     /// COUNT of zero where Redis refuses it (XAUTOCLAIM).
     #[error("ERR COUNT must be > 0")]
     CountNotPositive,
+    /// The key holds a Redis value that is not a stream.
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+    WrongType,
+    /// The Redis server could not be reached, or the connection to it broke.
+    /// The operation may or may not have taken effect.
+    #[error("ERR Redis server at {server}: {reason}")]
+    Unavailable {
+        /// The address tried (`host:port`, without credentials).
+        server: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An error reply from a Redis server that no other variant stands for,
+    /// as it came.
+    #[error("{0}")]
+    Reply(String),
+    /// A reply without the shape the command has: the server is probably
+    /// not Redis, or too old (Orcastra needs Redis 7).
+    #[error("ERR unexpected reply from {server} to {command}: {reply}")]
+    UnexpectedReply {
+        /// The address of the server.
+        server: String,
+        /// The command sent.
+        command: &'static str,
+        /// The reply, abridged.
+        reply: String,
+    },
     /// The stream's storage failed.
     #[error("ERR {0}")]
     Log(#[from] LogError),

@@ -3,7 +3,7 @@
 //! Everything above the storage engine (the task layer, the Redis protocol
 //! server) uses streams through this trait, and two types implement it:
 //! [`Embedded`], the engine in this process over any [`Log`](crate::Log),
-//! and (with the `redis` feature) a client of a Redis server.
+//! and, with the `redis` feature, `RedisStreams`, a client of a Redis server.
 //!
 //! The methods are the Redis commands, typed: `add` is XADD, `read_group` is
 //! XREADGROUP, and so on; each method's documentation names its command.
@@ -33,12 +33,16 @@
 
 mod embedded;
 mod error;
+#[cfg(feature = "redis")]
+mod redis;
 mod types;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStreams;
 pub use embedded::{Embedded, FileLog, FileStore, LogStore, MemoryStore, StreamLogs};
 pub use error::StreamError;
 pub use types::{

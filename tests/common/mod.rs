@@ -1,6 +1,7 @@
 //! Helpers shared by the test suites.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
+pub mod redis_server;
 pub mod streams;
 
 use std::marker::PhantomData;
