@@ -297,6 +297,29 @@ fn aligned_copy(bytes: &[u8]) -> Bytes {
 mod tests {
     use super::*;
 
+    #[test]
+    fn ids_parse_as_redis_writes_them() {
+        assert_eq!("5-3".parse(), Ok(StreamId::new(5, 3)));
+        assert_eq!("5".parse(), Ok(StreamId::new(5, 0)));
+        assert_eq!(
+            "18446744073709551615-18446744073709551615".parse(),
+            Ok(StreamId::MAX)
+        );
+        for bad in [
+            "",
+            "-",
+            "5-",
+            "-3",
+            "+5-3",
+            "5-+3",
+            "5-3-1",
+            "a-1",
+            "18446744073709551616",
+        ] {
+            assert_eq!(bad.parse::<StreamId>(), Err(InvalidStreamId), "{bad}");
+        }
+    }
+
     fn sample() -> Record {
         Record::new(42)
             .id(StreamId::new(7, 9))

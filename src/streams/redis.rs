@@ -1013,3 +1013,65 @@ fn auto_claimed(value: &Value, just_id: bool) -> Option<AutoClaimed> {
         deleted: list(deleted)?.iter().map(id).collect::<Option<_>>()?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password_in_errors() {
+        assert_eq!(
+            redact("redis://user:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn error_replies_become_the_embedded_engines_errors() {
+        let context = Context::new(&["a", "jobs"], "workers");
+        assert!(matches!(
+            server_error("BUSYGROUP", "Consumer Group name already exists", context),
+            StreamError::BusyGroup
+        ));
+        let detail =
+            "No such key 'jobs' or consumer group 'workers' in XREADGROUP with GROUP option";
+        match server_error("NOGROUP", detail, context) {
+            StreamError::NoGroup {
+                stream,
+                group,
+                suffix,
+            } => assert_eq!(
+                (&*stream, &*group, suffix),
+                ("jobs", "workers", READ_SUFFIX)
+            ),
+            other => panic!("{other:?}"),
+        }
+        match server_error("ERR", "something new", context) {
+            StreamError::Reply(message) => assert_eq!(message, "ERR something new"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn replies_decode_in_both_protocols() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let resp2 = Value::Array(vec![bulk("name"), bulk("g"), bulk("lag"), Value::Nil]);
+        let resp3 = Value::Map(vec![(bulk("name"), bulk("g")), (bulk("lag"), Value::Nil)]);
+        for reply in [resp2, resp3] {
+            let pairs = pairs(&reply).unwrap();
+            assert_eq!(text(field(&pairs, "name").unwrap()).unwrap(), "g");
+            assert_eq!(optional_uint(field(&pairs, "lag").unwrap()), Some(None));
+        }
+        let deleted = Value::Array(vec![bulk("5-1"), Value::Nil]);
+        assert_eq!(
+            group_entry(&deleted),
+            Some(GroupEntry {
+                id: StreamId::new(5, 1),
+                fields: None
+            })
+        );
+        assert_eq!(entries(&Value::Nil), Some(Vec::new()));
+        assert_eq!(id(&bulk("not-an-id")), None);
+    }
+}
