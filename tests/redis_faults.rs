@@ -190,9 +190,9 @@ async fn a_url_that_is_not_a_redis_url_is_refused_without_its_password() {
     }
 }
 
-#[tokio::test]
-async fn an_unreachable_server_fails_at_once_naming_the_address() {
-    let port = free_port();
+/// Connects to `port` on loopback, expecting a refusal that names the
+/// address; returns its message.
+async fn refused(port: u16) -> String {
     let error = tokio::time::timeout(
         PATIENCE,
         RedisStreams::connect(&format!("redis://127.0.0.1:{port}")),
@@ -201,10 +201,15 @@ async fn an_unreachable_server_fails_at_once_naming_the_address() {
     .expect("connect gives up")
     .err()
     .unwrap();
-    assert!(
-        error.to_string().contains(&format!("127.0.0.1:{port}")),
-        "{error}"
-    );
+    let message = error.to_string();
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    message
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_at_once_naming_the_address() {
+    let message = refused(free_port()).await;
+    assert!(message.contains("refused"), "{message}");
 }
 
 /// A server on a port that answers like something else, or not at all.
@@ -233,17 +238,7 @@ async fn a_server_that_is_not_redis_is_refused() {
         ),
         (b"", "timed out"),
     ] {
-        let port = impostor(reply);
-        let error = tokio::time::timeout(
-            PATIENCE,
-            RedisStreams::connect(&format!("redis://127.0.0.1:{port}")),
-        )
-        .await
-        .expect("connect gives up")
-        .err()
-        .unwrap();
-        let message = error.to_string();
-        assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+        let message = refused(impostor(reply)).await;
         assert!(message.contains(why), "{message}");
     }
 }
