@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Each schema, where its generated code is kept, and the module it lives in.
-const SCHEMAS: [(&str, &str, &str); 2] = [
+const SCHEMAS: [(&str, &str, &str); 3] = [
     ("record", "src/record/record_capnp.rs", "record"),
     ("journal", "src/stream/journal_capnp.rs", "stream"),
+    ("task", "src/task/task_capnp.rs", "task"),
 ];
 
 fn main() {

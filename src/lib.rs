@@ -16,7 +16,10 @@
 //!   [`Embedded`](streams::Embedded). (Internally `stream` holds one
 //!   stream's logs and journal, `group` a consumer group's state.)
 //!
-//! The task layer and the Redis-protocol server are built on `Streams`.
+//! - [`task`]: tasks, from `#[orca_task]` async functions: the [`Task`](task::Task)
+//!   trait, task options and errors, and the envelope a task travels in.
+//!
+//! The workers and the Redis-protocol server are built on `Streams`.
 //!
 //! # Example
 //!
@@ -47,6 +50,10 @@ pub mod log;
 pub mod record;
 mod stream;
 pub mod streams;
+pub mod task;
+
+// Lets the code `#[orca_task]` generates (`::orcastra::…`) compile in here too.
+extern crate self as orcastra;
 
 pub use log::{
     FsyncPolicy, Log, LogError, LogOptions, MemoryLog, Offset, SegmentLog, TextLog, VerifyReport,

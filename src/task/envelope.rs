@@ -1,0 +1,238 @@
+//! The task envelope: a task as it travels through a queue, encoded as the
+//! Cap'n Proto `Envelope` of `schema/task.capnp`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use capnp::message::Builder;
+use capnp::serialize;
+use uuid::Uuid;
+
+use super::task_capnp::envelope;
+use crate::record::read_message;
+
+/// A task's id: a UUID v7, so ids sort by submission time.
+///
+/// ```
+/// use orcastra::task::TaskId;
+///
+/// let id = TaskId::new();
+/// assert_eq!(id.to_string().parse::<TaskId>(), Ok(id));
+/// assert!(TaskId::new() > id);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId(Uuid);
+
+impl TaskId {
+    /// A new id, greater than every id this process made before.
+    #[allow(clippy::new_without_default)] // a default id would be a random one: say `new`
+    pub fn new() -> Self {
+        TaskId(Uuid::now_v7())
+    }
+
+    /// The id's 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
+    fn from_slice(bytes: &[u8]) -> Option<Self> {
+        Uuid::from_slice(bytes).ok().map(TaskId)
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = EnvelopeError;
+
+    fn from_str(text: &str) -> Result<Self, EnvelopeError> {
+        Uuid::parse_str(text)
+            .map(TaskId)
+            .map_err(|e| EnvelopeError(format!("not a task id: {e}")))
+    }
+}
+
+/// A task in a queue: which task, its arguments, and how it is to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The task's id.
+    pub id: TaskId,
+    /// The registered name of the task.
+    pub name: String,
+    /// The queue it was submitted to.
+    pub queue: String,
+    /// Its arguments: a JSON array (see [`encode_args`](super::encode_args)).
+    pub args: Bytes,
+    /// How many runs came before this one.
+    pub attempt: u32,
+    /// When it was submitted, in milliseconds since the Unix epoch.
+    pub submitted_ms: u64,
+    /// Not to run before this time (0: at once).
+    pub not_before_ms: u64,
+    /// Higher runs first.
+    pub priority: u8,
+    /// Submissions with the same key are one task while it is not finished.
+    pub idempotency_key: Option<String>,
+    /// The task that submitted this one.
+    pub parent: Option<TaskId>,
+    /// The workflow it belongs to.
+    pub workflow: Option<TaskId>,
+    /// Trace context (`traceparent`, `tracestate`) and other headers.
+    pub trace: Vec<(String, String)>,
+    /// Overrides the task's `retries` for this submission.
+    pub max_retries: Option<u32>,
+    /// Overrides the task's `timeout` for this submission.
+    pub timeout: Option<Duration>,
+}
+
+/// Bytes that are not a task envelope.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a task envelope: {0}")]
+pub struct EnvelopeError(String);
+
+impl Envelope {
+    /// A first run of task `name` with JSON `args`, submitted now.
+    pub fn new(name: &str, queue: &str, args: impl Into<Bytes>, now_ms: u64) -> Self {
+        Envelope {
+            id: TaskId::new(),
+            name: name.to_string(),
+            queue: queue.to_string(),
+            args: args.into(),
+            attempt: 0,
+            submitted_ms: now_ms,
+            not_before_ms: 0,
+            priority: 0,
+            idempotency_key: None,
+            parent: None,
+            workflow: None,
+            trace: Vec::new(),
+            max_retries: None,
+            timeout: None,
+        }
+    }
+
+    /// The Cap'n Proto message.
+    ///
+    /// ```
+    /// use orcastra::task::Envelope;
+    ///
+    /// let envelope = Envelope::new("resize", "images", &br#"["cat.png",200]"#[..], 1_700_000_000_000);
+    /// assert_eq!(Envelope::decode(&envelope.encode())?, envelope);
+    /// # Ok::<(), orcastra::task::EnvelopeError>(())
+    /// ```
+    pub fn encode(&self) -> Vec<u8> {
+        let mut message = Builder::new_default();
+        let mut root = message.init_root::<envelope::Builder<'_>>();
+        root.set_id(self.id.as_bytes());
+        root.set_name(self.name.as_str());
+        root.set_queue(self.queue.as_str());
+        root.set_args(&self.args);
+        root.set_attempt(self.attempt);
+        root.set_submitted_ms(self.submitted_ms);
+        root.set_not_before_ms(self.not_before_ms);
+        root.set_priority(self.priority);
+        root.set_idempotency_key(self.idempotency_key.as_deref().unwrap_or(""));
+        root.set_parent_id(self.parent.as_ref().map_or(&[][..], |id| id.as_bytes()));
+        root.set_workflow_id(self.workflow.as_ref().map_or(&[][..], |id| id.as_bytes()));
+        let count = u32::try_from(self.trace.len()).expect("fewer than 2^32 trace headers");
+        let mut trace = root.reborrow().init_trace(count);
+        for (i, (name, value)) in self.trace.iter().enumerate() {
+            let mut header = trace.reborrow().get(i as u32);
+            header.set_name(name.as_str());
+            header.set_value(value.as_str());
+        }
+        root.set_max_retries(
+            self.max_retries
+                .map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX)),
+        );
+        root.set_timeout_ms(self.timeout.map_or(0, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        }));
+        serialize::write_message_to_words(&message)
+    }
+
+    /// Decodes an envelope; any bytes give an envelope or an error, never a
+    /// panic.
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let invalid = |e: capnp::Error| EnvelopeError(e.to_string());
+        let envelope = read_message(bytes, |message| {
+            let root = message.get_root::<envelope::Reader<'_>>()?;
+            let text = |t: capnp::text::Reader<'_>| -> Result<String, capnp::Error> {
+                Ok(t.to_str()?.to_string())
+            };
+            let optional_id = |bytes: &[u8]| match bytes {
+                [] => Ok(None),
+                bytes => TaskId::from_slice(bytes)
+                    .map(Some)
+                    .ok_or_else(|| capnp::Error::failed("a task id is not 16 bytes".into())),
+            };
+            let key = text(root.get_idempotency_key()?)?;
+            Ok(Envelope {
+                id: TaskId::from_slice(root.get_id()?)
+                    .ok_or_else(|| capnp::Error::failed("a task id is not 16 bytes".into()))?,
+                name: text(root.get_name()?)?,
+                queue: text(root.get_queue()?)?,
+                args: Bytes::copy_from_slice(root.get_args()?),
+                attempt: root.get_attempt(),
+                submitted_ms: root.get_submitted_ms(),
+                not_before_ms: root.get_not_before_ms(),
+                priority: root.get_priority(),
+                idempotency_key: (!key.is_empty()).then_some(key),
+                parent: optional_id(root.get_parent_id()?)?,
+                workflow: optional_id(root.get_workflow_id()?)?,
+                trace: root
+                    .get_trace()?
+                    .iter()
+                    .map(|h| Ok((text(h.get_name()?)?, text(h.get_value()?)?)))
+                    .collect::<Result<_, capnp::Error>>()?,
+                max_retries: u32::try_from(root.get_max_retries()).ok(),
+                timeout: match root.get_timeout_ms() {
+                    0 => None,
+                    ms => Some(Duration::from_millis(ms)),
+                },
+            })
+        });
+        envelope.map_err(|e| match e {
+            crate::record::RecordError::Decode(e) => invalid(e),
+            other => EnvelopeError(other.to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_survives_encoding() {
+        let envelope = Envelope {
+            attempt: 3,
+            not_before_ms: 99,
+            priority: 7,
+            idempotency_key: Some("order-17".into()),
+            parent: Some(TaskId::new()),
+            workflow: Some(TaskId::new()),
+            trace: vec![("traceparent".into(), "00-abc-def-01".into())],
+            max_retries: Some(0),
+            timeout: Some(Duration::from_millis(1500)),
+            ..Envelope::new("t", "q", &b"[]"[..], 5)
+        };
+        assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for bytes in [&b""[..], b"not capnp at all", &[0u8; 64]] {
+            assert!(Envelope::decode(bytes).is_err());
+        }
+        let mut envelope = Envelope::new("t", "q", &b"[]"[..], 5).encode();
+        envelope.truncate(envelope.len() - 8);
+        assert!(Envelope::decode(&envelope).is_err());
+    }
+}
