@@ -47,10 +47,13 @@
 
 mod group;
 pub mod log;
+mod orca;
 pub mod record;
+pub mod statekeeper;
 mod stream;
 pub mod streams;
 pub mod task;
+pub mod worker;
 
 // Lets the code `#[orca_task]` generates (`::orcastra::…`) compile in here too.
 extern crate self as orcastra;
@@ -58,7 +61,15 @@ extern crate self as orcastra;
 pub use log::{
     FsyncPolicy, Log, LogError, LogOptions, MemoryLog, Offset, SegmentLog, TextLog, VerifyReport,
 };
+pub use orca::{Error, Orcastra, TaskFailure, TaskHandle};
 pub use record::{Record, StreamId};
+
+/// What a program that defines and runs tasks needs, in one import.
+pub mod prelude {
+    pub use crate::statekeeper::State;
+    pub use crate::task::{Task, TaskContext, TaskError, orca_task};
+    pub use crate::{Orcastra, TaskHandle};
+}
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]

@@ -14,7 +14,8 @@ use syn::{
 
 /// Makes an async function a task. The function stays as it was; next to it
 /// comes a module of the same name with the task's definition: `Task`,
-/// which implements `orcastra::task::Task`, and `task()`, which returns it.
+/// which implements `orcastra::task::Task`, `task()`, which returns it, and
+/// `submit(&orcastra, arguments…)`, typed like the function.
 ///
 /// Options: `name = "…"` (default: the function's name), `queue = "…"`,
 /// `retries = N`, `backoff = "1s"` (the first retry's delay, doubling),
@@ -283,6 +284,8 @@ fn expand(attr: TokenStream2, function: &ItemFn) -> syn::Result<TokenStream2> {
     } else {
         (quote!((#(#types,)*)), quote!((#(#names,)*)))
     };
+    // The same tokens build the value as destructure it.
+    let args_value = &args_pattern;
     let call_arguments = arguments.iter().map(|a| match a {
         Argument::Decoded { name, .. } => quote!(#name),
         Argument::Context => quote!(context),
@@ -343,6 +346,15 @@ fn expand(attr: TokenStream2, function: &ItemFn) -> syn::Result<TokenStream2> {
             /// The task's definition, to register with a worker.
             pub fn task() -> Task {
                 Task
+            }
+
+            /// Submits the task with these arguments; returns once it is
+            /// durably queued.
+            pub async fn submit(
+                orcastra: &::orcastra::Orcastra,
+                #(#names: #types),*
+            ) -> ::core::result::Result<::orcastra::TaskHandle<#output>, ::orcastra::Error> {
+                orcastra.submit(Task, #args_value).await
             }
         }
     })

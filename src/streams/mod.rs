@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+mod backend;
 mod embedded;
 mod error;
 #[cfg(feature = "redis")]
@@ -43,6 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStreams;
+pub use backend::Backend;
 pub use embedded::{Embedded, FileLog, FileStore, LogStore, MemoryStore, StreamLogs};
 pub use error::StreamError;
 pub use types::{

@@ -1,0 +1,259 @@
+//! [`Orcastra`]: a handle on a task backend, to submit tasks, follow their
+//! states and start workers.
+
+use std::collections::HashSet;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+
+use crate::log::LogOptions;
+use crate::record::StreamId;
+use crate::statekeeper::{RunState, State, StateKeeper};
+use crate::streams::{AddOptions, Backend, GroupStart, StreamError, Streams};
+use crate::task::{ArgsError, Backoff, Envelope, Task, TaskId, encode_args};
+use crate::worker::WorkerBuilder;
+
+/// The consumer group every worker of a queue belongs to.
+pub(crate) const WORKERS: &str = "workers";
+
+/// The stream of a queue.
+pub(crate) fn queue_stream(queue: &str) -> String {
+    format!("orca:queue:{queue}")
+}
+
+/// The dead letters of a queue.
+pub(crate) fn dead_stream(queue: &str) -> String {
+    format!("orca:dead:{queue}")
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// What can go wrong submitting a task or awaiting it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The backend failed.
+    #[error(transparent)]
+    Streams(#[from] StreamError),
+    /// The arguments do not encode.
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+    /// A result does not decode as the task's output type.
+    #[error("the result of task {id} does not decode: {reason}")]
+    Output {
+        /// The task.
+        id: TaskId,
+        /// What serde said.
+        reason: String,
+    },
+}
+
+/// A task that ended without a result.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("task {id} is {state:?}: {message}")]
+pub struct TaskFailure {
+    /// The task.
+    pub id: TaskId,
+    /// How it ended: `Failed` or `Dead`.
+    pub state: State,
+    /// Why.
+    pub message: String,
+}
+
+/// A handle on a task backend: submits tasks, reports their states, starts
+/// workers. Cheap to clone; every clone shares one backend.
+///
+/// ```
+/// use orcastra::prelude::*;
+///
+/// #[orca_task]
+/// async fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let orca = Orcastra::open("memory://").await?;
+/// let worker = orca.worker().register(add::task()).start().await?;
+/// let handle = add::submit(&orca, 2, 3).await?;
+/// assert_eq!(handle.result().await??, 5);
+/// worker.stop().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Orcastra {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) streams: Backend,
+    pub(crate) states: StateKeeper,
+    /// Queues whose group this process knows to exist.
+    queues: Mutex<HashSet<String>>,
+}
+
+impl Orcastra {
+    /// Opens the backend `url` names (see [`Backend`]): a directory for the
+    /// segment log (the default), `memory://`, `text:DIR`, or `redis://…`.
+    pub async fn open(url: &str) -> Result<Orcastra, Error> {
+        Self::open_with(url, LogOptions::default()).await
+    }
+
+    /// Opens `url` with these options for file-backed logs.
+    pub async fn open_with(url: &str, options: LogOptions) -> Result<Orcastra, Error> {
+        Ok(Self::on(Backend::open(url, options).await?))
+    }
+
+    /// Tasks over `streams`. Must be called within a Tokio runtime: the
+    /// handle follows the state events in a task of its own.
+    pub fn on(streams: Backend) -> Orcastra {
+        let inner = Arc::new(Inner {
+            streams,
+            states: StateKeeper::default(),
+            queues: Mutex::new(HashSet::new()),
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            // Holds the backend only while someone holds the handle.
+            while let Some(inner) = weak.upgrade() {
+                match inner.states.catch_up(&inner.streams, FOLLOW_BLOCK).await {
+                    Ok(()) => failures = 0,
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        let delay = BACKEND_RETRY.delay(failures - 1, fastrand::f64());
+                        tracing::warn!(%error, ?delay, "reading task states failed; retrying");
+                        drop(inner);
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        });
+        Orcastra { inner }
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// The streams underneath: the queues (`orca:queue:<name>`, group
+    /// `workers`), their dead letters (`orca:dead:<name>`) and the state
+    /// events (`orca:states`).
+    pub fn streams(&self) -> &Backend {
+        &self.inner.streams
+    }
+
+    /// Submits a task; returns once it is durably queued.
+    pub async fn submit<T: Task>(
+        &self,
+        task: T,
+        args: T::Args,
+    ) -> Result<TaskHandle<T::Output>, Error> {
+        let options = task.options();
+        let mut envelope =
+            Envelope::new(T::NAME, options.queue, encode_args::<T>(&args)?, now_ms());
+        envelope.priority = options.priority;
+        self.enqueue(&envelope).await?;
+        Ok(TaskHandle {
+            id: envelope.id,
+            orcastra: self.clone(),
+            _output: PhantomData,
+        })
+    }
+
+    /// Adds an envelope to its queue and records it as queued.
+    pub(crate) async fn enqueue(&self, envelope: &Envelope) -> Result<(), StreamError> {
+        let stream = queue_stream(&envelope.queue);
+        self.ensure_queue(&stream).await?;
+        let fields = vec![(Bytes::from_static(b"task"), Bytes::from(envelope.encode()))];
+        self.inner
+            .streams
+            .add(&stream, fields, AddOptions::default())
+            .await?;
+        let queued = RunState::new(envelope.id, &envelope.name, State::Queued, envelope.attempt);
+        StateKeeper::record(&self.inner.streams, &queued).await
+    }
+
+    /// Creates the queue's stream and worker group if this process has not
+    /// seen them yet.
+    pub(crate) async fn ensure_queue(&self, stream: &str) -> Result<(), StreamError> {
+        if self.inner.queues.lock().contains(stream) {
+            return Ok(());
+        }
+        let created = self
+            .inner
+            .streams
+            .create_group(stream, WORKERS, GroupStart::After(StreamId::MIN), true)
+            .await;
+        match created {
+            Ok(()) | Err(StreamError::BusyGroup) => {
+                self.inner.queues.lock().insert(stream.to_string());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The latest state of a task, as this process has seen it.
+    pub fn state(&self, id: TaskId) -> Option<RunState> {
+        self.inner.states.get(id)
+    }
+
+    /// A worker to configure and start.
+    pub fn worker(&self) -> WorkerBuilder {
+        WorkerBuilder::new(self.clone())
+    }
+}
+
+/// How long one read of the state events waits for one; the follower stops
+/// within this time of the last handle going.
+const FOLLOW_BLOCK: Duration = Duration::from_secs(1);
+
+/// Backoff after a backend error, for the loops that must never stop.
+pub(crate) const BACKEND_RETRY: Backoff = Backoff {
+    first: Duration::from_millis(50),
+    max: Duration::from_secs(5),
+};
+
+/// A submitted task: its id, and its result once it ends.
+pub struct TaskHandle<T> {
+    id: TaskId,
+    orcastra: Orcastra,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> TaskHandle<T> {
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Waits for the task to end: its output, or why it has none.
+    pub async fn result(&self) -> Result<Result<T, TaskFailure>, Error> {
+        let end = self.orcastra.inner.states.finished(self.id).await;
+        if end.state != State::Succeeded {
+            return Ok(Err(TaskFailure {
+                id: self.id,
+                state: end.state,
+                message: end.error.unwrap_or_default(),
+            }));
+        }
+        let json = end.result.unwrap_or_default();
+        serde_json::from_slice(&json)
+            .map(Ok)
+            .map_err(|e| Error::Output {
+                id: self.id,
+                reason: e.to_string(),
+            })
+    }
+}

@@ -1,0 +1,233 @@
+//! Run states: where every task stands, durable as events in the
+//! `orca:states` stream and folded into a map per process, which answers
+//! lookups by id and wakes whoever awaits a task's end. Any process that
+//! shares the backend sees every task's state.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::record::StreamId;
+use crate::streams::{AddOptions, Backend, Entry, ReadFrom, StreamError, Streams};
+use crate::task::TaskId;
+
+/// The stream of state events.
+pub(crate) const STATES: &str = "orca:states";
+
+/// Where a task stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// In its queue, waiting for a worker.
+    Queued,
+    /// A worker runs it.
+    Running,
+    /// It ran and returned a result.
+    Succeeded,
+    /// It failed and will not be retried.
+    Failed,
+    /// It can never run: its arguments do not decode, no worker knows its
+    /// name, or it was delivered too many times. It is in the dead letters.
+    Dead,
+}
+
+impl State {
+    /// Whether the task is finished: no state follows this one.
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Succeeded | State::Failed | State::Dead)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Running => "running",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Dead => "dead",
+        }
+    }
+
+    fn parse(name: &[u8]) -> Option<State> {
+        [
+            State::Queued,
+            State::Running,
+            State::Succeeded,
+            State::Failed,
+            State::Dead,
+        ]
+        .into_iter()
+        .find(|state| state.name().as_bytes() == name)
+    }
+
+    /// Events of one attempt may be read out of order (a fast worker can
+    /// record `running` before the submitter records `queued`): a state
+    /// replaces another only if it comes later in a run's life.
+    fn rank(self) -> u8 {
+        match self {
+            State::Queued => 0,
+            State::Running => 1,
+            State::Succeeded | State::Failed | State::Dead => 2,
+        }
+    }
+}
+
+/// A task's run state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunState {
+    /// The task.
+    pub id: TaskId,
+    /// Its registered name.
+    pub name: String,
+    /// Where it stands.
+    pub state: State,
+    /// How many runs came before the current one.
+    pub attempt: u32,
+    /// The worker that runs or ran it.
+    pub worker: Option<String>,
+    /// The JSON of its result, once it succeeded.
+    pub result: Option<Bytes>,
+    /// Why it failed or is dead.
+    pub error: Option<String>,
+    /// When this state was recorded, in milliseconds since the Unix epoch.
+    pub updated_ms: u64,
+}
+
+impl RunState {
+    /// A state of task `id`, about to be recorded.
+    pub(crate) fn new(id: TaskId, name: &str, state: State, attempt: u32) -> Self {
+        RunState {
+            id,
+            name: name.to_string(),
+            state,
+            attempt,
+            worker: None,
+            result: None,
+            error: None,
+            updated_ms: 0,
+        }
+    }
+
+    fn fields(&self) -> Vec<(Bytes, Bytes)> {
+        let mut fields = vec![
+            (Bytes::from_static(b"id"), Bytes::from(self.id.to_string())),
+            (Bytes::from_static(b"name"), Bytes::from(self.name.clone())),
+            (
+                Bytes::from_static(b"state"),
+                Bytes::from_static(self.state.name().as_bytes()),
+            ),
+            (
+                Bytes::from_static(b"attempt"),
+                Bytes::from(self.attempt.to_string()),
+            ),
+        ];
+        if let Some(worker) = &self.worker {
+            fields.push((Bytes::from_static(b"worker"), Bytes::from(worker.clone())));
+        }
+        if let Some(result) = &self.result {
+            fields.push((Bytes::from_static(b"result"), result.clone()));
+        }
+        if let Some(error) = &self.error {
+            fields.push((Bytes::from_static(b"error"), Bytes::from(error.clone())));
+        }
+        fields
+    }
+
+    /// The state an event records; `None` for an entry that is not one
+    /// (it is skipped, never fatal).
+    fn from_entry(entry: &Entry) -> Option<RunState> {
+        let field = |name: &str| {
+            entry
+                .fields
+                .iter()
+                .find(|(key, _)| key == name.as_bytes())
+                .map(|(_, value)| value)
+        };
+        let text = |name: &str| field(name).and_then(|v| std::str::from_utf8(v).ok());
+        Some(RunState {
+            id: text("id")?.parse().ok()?,
+            name: text("name")?.to_string(),
+            state: State::parse(field("state")?)?,
+            attempt: text("attempt")?.parse().ok()?,
+            worker: text("worker").map(str::to_string),
+            result: field("result").cloned(),
+            error: text("error").map(str::to_string),
+            updated_ms: entry.id.ms,
+        })
+    }
+}
+
+/// The run states this process has seen, kept current by
+/// [`catch_up`](Self::catch_up).
+#[derive(Default)]
+pub(crate) struct StateKeeper {
+    states: Mutex<HashMap<TaskId, RunState>>,
+    changed: Notify,
+    /// The last event read.
+    seen: Mutex<StreamId>,
+}
+
+impl StateKeeper {
+    /// Records a state durably; every keeper following the backend sees it.
+    pub(crate) async fn record(streams: &Backend, state: &RunState) -> Result<(), StreamError> {
+        streams
+            .add(STATES, state.fields(), AddOptions::default())
+            .await
+            .map(drop)
+    }
+
+    /// The latest state of task `id`, if this process has seen it.
+    pub(crate) fn get(&self, id: TaskId) -> Option<RunState> {
+        self.states.lock().get(&id).cloned()
+    }
+
+    /// Waits until task `id` reaches a final state.
+    pub(crate) async fn finished(&self, id: TaskId) -> RunState {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(state) = self.get(id).filter(|s| s.state.is_final()) {
+                return state;
+            }
+            notified.await;
+        }
+    }
+
+    fn apply(&self, entries: &[Entry]) {
+        let mut states = self.states.lock();
+        for state in entries.iter().filter_map(RunState::from_entry) {
+            let replaces = states.get(&state.id).is_none_or(|current| {
+                !current.state.is_final()
+                    && (state.attempt, state.state.rank())
+                        >= (current.attempt, current.state.rank())
+            });
+            if replaces {
+                states.insert(state.id, state);
+            }
+        }
+        drop(states);
+        self.changed.notify_waiters();
+    }
+
+    /// Reads the state events recorded since the last call, waiting up to
+    /// `block` for one if there are none.
+    pub(crate) async fn catch_up(
+        &self,
+        streams: &Backend,
+        block: Duration,
+    ) -> Result<(), StreamError> {
+        let after = *self.seen.lock();
+        let read = streams
+            .read(&[(STATES, ReadFrom::After(after))], Some(4096), Some(block))
+            .await?;
+        for (_, entries) in read {
+            if let Some(last) = entries.last() {
+                *self.seen.lock() = last.id;
+            }
+            self.apply(&entries);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! Tasks end to end: submit, run on a worker, record the state, await the
+//! result, over the memory and segment backends, and Redis with the `redis`
+//! feature (a server of each test's own).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use orcastra::prelude::*;
+use orcastra::streams::{AddOptions, Bound, Streams};
+use orcastra::task::Envelope;
+use orcastra::{Orcastra, TaskFailure};
+use tempfile::TempDir;
+use tokio::sync::Semaphore;
+
+mod common;
+
+#[orca_task(queue = "math")]
+async fn divide(a: i64, b: i64) -> Result<i64, String> {
+    if b == 0 {
+        return Err(format!("cannot divide {a} by zero"));
+    }
+    Ok(a / b)
+}
+
+#[orca_task(queue = "math")]
+async fn explode(message: String) -> u32 {
+    panic!("{message}");
+}
+
+#[orca_task(queue = "math", timeout = "50ms")]
+async fn sleepy(millis: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    millis
+}
+
+/// Runs until the test lets it go; counts how many run at once.
+static GATE: Semaphore = Semaphore::const_new(0);
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+#[orca_task(queue = "gated")]
+async fn gated(n: u32) -> u32 {
+    RUNNING.fetch_add(1, Ordering::SeqCst);
+    GATE.acquire().await.unwrap().forget();
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    n
+}
+
+/// A backend under test, and what keeps its files or server alive.
+struct Subject {
+    orca: Orcastra,
+    _dir: Option<TempDir>,
+    _server: Option<common::redis_server::RedisServer>,
+}
+
+async fn memory() -> Subject {
+    Subject {
+        orca: Orcastra::open("memory://").await.unwrap(),
+        _dir: None,
+        _server: None,
+    }
+}
+
+async fn segment() -> Subject {
+    let dir = tempfile::tempdir().unwrap();
+    let orca = Orcastra::open(dir.path().to_str().unwrap()).await.unwrap();
+    Subject {
+        orca,
+        _dir: Some(dir),
+        _server: None,
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis() -> Subject {
+    let server = common::redis_server::RedisServer::start();
+    Subject {
+        orca: Orcastra::open(&server.url()).await.unwrap(),
+        _dir: None,
+        _server: Some(server),
+    }
+}
+
+async fn failure<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+    handle: &orcastra::TaskHandle<T>,
+) -> TaskFailure {
+    handle.result().await.unwrap().unwrap_err()
+}
+
+async fn results_come_back(s: Subject) {
+    let worker = s
+        .orca
+        .worker()
+        .concurrency(4)
+        .register(divide::task())
+        .start()
+        .await
+        .unwrap();
+    let handles: Vec<_> = submit_all((1..=20).map(|n| divide::submit(&s.orca, n * 10, 5))).await;
+    for (n, handle) in (1..=20).zip(&handles) {
+        assert_eq!(handle.result().await.unwrap().unwrap(), n * 2);
+        let state = s.orca.state(handle.id()).unwrap();
+        assert_eq!(state.state, State::Succeeded);
+        assert!(state.worker.is_some());
+    }
+    worker.stop().await;
+}
+
+/// Submits one after another (each returns once queued).
+async fn submit_all<F, T>(submits: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = Result<T, orcastra::Error>>,
+{
+    let mut handles = Vec::new();
+    for submit in submits {
+        handles.push(submit.await.unwrap());
+    }
+    handles
+}
+
+async fn errors_panics_and_timeouts_fail_the_task(s: Subject) {
+    let worker = s
+        .orca
+        .worker()
+        .concurrency(3)
+        .register(divide::task())
+        .register(explode::task())
+        .register(sleepy::task())
+        .start()
+        .await
+        .unwrap();
+    let error = divide::submit(&s.orca, 1, 0).await.unwrap();
+    let panic = explode::submit(&s.orca, "boom".into()).await.unwrap();
+    let slow = sleepy::submit(&s.orca, 60_000).await.unwrap();
+    let quick = sleepy::submit(&s.orca, 1).await.unwrap();
+
+    let failed = failure(&error).await;
+    assert_eq!(failed.state, State::Failed);
+    assert_eq!(failed.message, "cannot divide 1 by zero");
+    let failed = failure(&panic).await;
+    assert_eq!(failed.state, State::Failed);
+    assert!(
+        failed.message.contains("panicked: boom"),
+        "{}",
+        failed.message
+    );
+    let failed = failure(&slow).await;
+    assert!(failed.message.contains("timed out"), "{}", failed.message);
+    // The worker goes on after all of them.
+    assert_eq!(quick.result().await.unwrap().unwrap(), 1);
+    worker.stop().await;
+}
+
+async fn tasks_that_cannot_run_go_to_the_dead_letters(s: Subject) {
+    // A worker that knows only `divide` gets a task it does not know,
+    // arguments that do not decode, and an entry that is not a task.
+    let worker = s
+        .orca
+        .worker()
+        .register(divide::task())
+        .start()
+        .await
+        .unwrap();
+    let unknown = explode::submit(&s.orca, "never".into()).await.unwrap();
+    let streams = s.orca.streams();
+    let bad_args = Envelope::new("divide", "math", &br#"["ten", 2]"#[..], 1);
+    streams
+        .add(
+            "orca:queue:math",
+            vec![(Bytes::from_static(b"task"), Bytes::from(bad_args.encode()))],
+            AddOptions::default(),
+        )
+        .await
+        .unwrap();
+    streams
+        .add(
+            "orca:queue:math",
+            vec![(Bytes::from_static(b"task"), Bytes::from_static(b"garbage"))],
+            AddOptions::default(),
+        )
+        .await
+        .unwrap();
+    let after = divide::submit(&s.orca, 9, 3).await.unwrap();
+    assert_eq!(after.result().await.unwrap().unwrap(), 3);
+
+    let failed = failure(&unknown).await;
+    assert_eq!(failed.state, State::Dead);
+    assert!(
+        failed.message.contains("no task named \"explode\""),
+        "{}",
+        failed.message
+    );
+    let dead = streams
+        .range("orca:dead:math", Bound::Min, Bound::Max, None)
+        .await
+        .unwrap();
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|e| {
+            let (_, reason) = e.fields.iter().find(|(k, _)| k == "reason").unwrap();
+            String::from_utf8_lossy(reason).into_owned()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].contains("no task named"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("arguments of task divide"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].contains("not a task envelope"), "{reasons:?}");
+    // Everything was acknowledged: nothing is left pending.
+    let pending = streams
+        .pending_summary("orca:queue:math", "workers")
+        .await
+        .unwrap();
+    assert_eq!(pending.count, 0);
+    worker.stop().await;
+}
+
+async fn a_worker_fetches_no_more_than_its_free_slots(s: Subject) {
+    let worker = s
+        .orca
+        .worker()
+        .concurrency(2)
+        .register(gated::task())
+        .start()
+        .await
+        .unwrap();
+    let mut handles = Vec::new();
+    for n in 0..5 {
+        handles.push(gated::submit(&s.orca, n).await.unwrap());
+    }
+    let streams = s.orca.streams();
+    // Two run and are pending; three wait in the queue, undelivered.
+    while RUNNING.load(Ordering::SeqCst) < 2 {
+        tokio::task::yield_now().await;
+    }
+    let pending = streams
+        .pending_summary("orca:queue:gated", "workers")
+        .await
+        .unwrap();
+    assert_eq!(pending.count, 2);
+    GATE.add_permits(5);
+    for (n, handle) in (0..).zip(&handles) {
+        assert_eq!(handle.result().await.unwrap().unwrap(), n);
+    }
+    worker.stop().await;
+}
+
+macro_rules! suite {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::memory().await).await })*
+        }
+        mod segment {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::segment().await).await })*
+        }
+        #[cfg(feature = "redis")]
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::redis().await).await })*
+        }
+    };
+}
+
+suite!(
+    results_come_back,
+    errors_panics_and_timeouts_fail_the_task,
+    tasks_that_cannot_run_go_to_the_dead_letters,
+);
+
+// One at a time: it counts the gated tasks running in the whole process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_fetches_no_more_than_its_free_slots_in_memory() {
+    a_worker_fetches_no_more_than_its_free_slots(memory().await).await;
+}
+
+/// Two handles on one Redis stand for two processes: the worker of one runs
+/// what the other submits, and the submitter sees the result.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_reaches_another_handle_on_the_same_backend() {
+    let server = common::redis_server::RedisServer::start();
+    let producer = Orcastra::open(&server.url()).await.unwrap();
+    let consumer = Orcastra::open(&server.url()).await.unwrap();
+    let worker = consumer
+        .worker()
+        .register(divide::task())
+        .start()
+        .await
+        .unwrap();
+    let handle = divide::submit(&producer, 8, 2).await.unwrap();
+    assert_eq!(handle.result().await.unwrap().unwrap(), 4);
+    let state = producer.state(handle.id()).unwrap();
+    assert_eq!(state.state, State::Succeeded);
+    worker.stop().await;
+}
