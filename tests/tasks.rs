@@ -2,8 +2,10 @@
 //! result, over the memory and segment backends, and Redis with the `redis`
 //! feature (a server of each test's own).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use orcastra::prelude::*;
@@ -44,6 +46,53 @@ async fn gated(n: u32) -> u32 {
     GATE.acquire().await.unwrap().forget();
     RUNNING.fetch_sub(1, Ordering::SeqCst);
     n
+}
+
+/// Calls of the tasks below, by key: each test uses keys of its own.
+static CALLS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
+
+fn calls(key: &str) -> usize {
+    CALLS.lock().unwrap().get(key).copied().unwrap_or(0)
+}
+
+fn count_call(key: &str) -> usize {
+    let mut calls = CALLS.lock().unwrap();
+    let n = calls.entry(key.to_string()).or_default();
+    *n += 1;
+    *n
+}
+
+/// Hangs (as if its worker died) on its first `hangs` calls; then returns
+/// which call it was.
+#[orca_task(queue = "leases")]
+async fn stubborn(key: String, hangs: usize) -> usize {
+    let call = count_call(&key);
+    if call <= hangs {
+        std::future::pending::<()>().await;
+    }
+    call
+}
+
+#[orca_task(queue = "leases")]
+async fn slow(key: String, millis: u64) -> usize {
+    let call = count_call(&key);
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    call
+}
+
+#[orca_task(queue = "leases", max_deliveries = 2)]
+async fn poison(key: String) {
+    count_call(&key);
+    std::future::pending::<()>().await;
+}
+
+/// Polls until `key` has been called `n` times.
+async fn called(key: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while calls(key) < n {
+        assert!(Instant::now() < deadline, "{key} was not called {n} times");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// A backend under test, and what keeps its files or server alive.
@@ -247,6 +296,77 @@ async fn a_worker_fetches_no_more_than_its_free_slots(s: Subject) {
     worker.stop().await;
 }
 
+fn leases(s: &Subject, lease_ms: u64) -> orcastra::worker::WorkerBuilder {
+    s.orca
+        .worker()
+        .concurrency(4)
+        .lease(Duration::from_millis(lease_ms))
+        .register(stubborn::task())
+        .register(slow::task())
+        .register(poison::task())
+}
+
+async fn a_dead_workers_task_is_reclaimed_and_finished(s: Subject) {
+    let key = format!("reclaimed-{}", orcastra::task::TaskId::new());
+    let first = leases(&s, 200).start().await.unwrap();
+    let handle = stubborn::submit(&s.orca, key.clone(), 1).await.unwrap();
+    called(&key, 1).await;
+    drop(first); // dies: no more renewals
+    let second = leases(&s, 200).start().await.unwrap();
+    assert_eq!(handle.result().await.unwrap().unwrap(), 2);
+    let state = s.orca.state(handle.id()).unwrap();
+    assert_eq!(state.worker.as_deref(), Some(second.name()));
+    second.stop().await;
+}
+
+async fn a_long_task_keeps_its_lease(s: Subject) {
+    let key = format!("leased-{}", orcastra::task::TaskId::new());
+    let a = leases(&s, 300).start().await.unwrap();
+    let b = leases(&s, 300).start().await.unwrap();
+    // Four leases long: without renewals the other worker would run it too.
+    let handle = slow::submit(&s.orca, key.clone(), 1200).await.unwrap();
+    assert_eq!(handle.result().await.unwrap().unwrap(), 1);
+    assert_eq!(calls(&key), 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn a_poison_pill_goes_to_the_dead_letters(s: Subject) {
+    let key = format!("poison-{}", orcastra::task::TaskId::new());
+    let handle = poison::submit(&s.orca, key.clone()).await.unwrap();
+    // Each worker takes it and dies with it.
+    for delivery in 1..=2 {
+        let worker = leases(&s, 100).start().await.unwrap();
+        called(&key, delivery).await;
+        drop(worker);
+    }
+    let last = leases(&s, 100).start().await.unwrap();
+    let failed = failure(&handle).await;
+    assert_eq!(failed.state, State::Dead);
+    assert!(
+        failed.message.contains("delivered 3 times"),
+        "{}",
+        failed.message
+    );
+    assert_eq!(calls(&key), 2);
+    last.stop().await;
+}
+
+async fn stopping_releases_unfinished_tasks_at_once(s: Subject) {
+    let key = format!("released-{}", orcastra::task::TaskId::new());
+    // Leases so long that only a release can hand the task over in time.
+    let first = leases(&s, 60_000).start().await.unwrap();
+    let handle = stubborn::submit(&s.orca, key.clone(), 1).await.unwrap();
+    called(&key, 1).await;
+    first.stop_within(Duration::from_millis(20)).await;
+    let second = leases(&s, 60_000).start().await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), handle.result())
+        .await
+        .expect("the released task is taken over at once");
+    assert_eq!(result.unwrap().unwrap(), 2);
+    second.stop_within(Duration::ZERO).await;
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -266,6 +386,10 @@ suite!(
     results_come_back,
     errors_panics_and_timeouts_fail_the_task,
     tasks_that_cannot_run_go_to_the_dead_letters,
+    a_dead_workers_task_is_reclaimed_and_finished,
+    a_long_task_keeps_its_lease,
+    a_poison_pill_goes_to_the_dead_letters,
+    stopping_releases_unfinished_tasks_at_once,
 );
 
 // One at a time: it counts the gated tasks running in the whole process.

@@ -4,19 +4,27 @@
 //! A worker fetches only as many tasks as it has free slots, runs each in a
 //! Tokio task of its own (so a panic is a failure, not a crash), enforces
 //! timeouts, and acknowledges a task only after its final state is
-//! recorded: a worker that dies leaves its tasks pending in the queue's
-//! group. Tasks that can never run (an undecodable envelope or arguments, a
-//! name no registered task has) go to the queue's dead letters with the
-//! reason; they never stop the worker or block the queue.
+//! recorded. Tasks that can never run (an undecodable envelope or
+//! arguments, a name no registered task has) go to the queue's dead letters
+//! with the reason; they never stop the worker or block the queue.
+//!
+//! A delivered task is leased to its worker: the worker renews the lease
+//! (resetting the entry's idle time in the group) while the task runs, and
+//! every worker reclaims entries idle longer than a lease, whoever had
+//! them. So a worker that dies loses its tasks to the others after one
+//! lease, based on idle time, not heartbeats. Every delivery counts, crash
+//! redeliveries included: a task delivered more than its `max_deliveries`
+//! goes to the dead letters instead of crash-looping the workers.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +32,10 @@ use tokio_util::sync::CancellationToken;
 use crate::orca::{BACKEND_RETRY, Orcastra, WORKERS, dead_stream, queue_stream};
 use crate::record::StreamId;
 use crate::statekeeper::{RunState, State, StateKeeper};
-use crate::streams::{AddOptions, Fields, GroupEntry, GroupRead, ReadGroupOptions, Streams};
+use crate::streams::{
+    AddOptions, AutoClaim, Bound, ClaimOptions, Fields, GroupEntry, GroupRead, PendingQuery,
+    ReadGroupOptions, StreamError, Streams,
+};
 use crate::task::{Envelope, Task, TaskContext, TaskError, TaskId, TaskOptions, decode_args};
 
 /// How a run ended.
@@ -33,6 +44,8 @@ enum Outcome {
     Failed(TaskError),
     /// It can never run as it is.
     Dead(String),
+    /// Abandoned unfinished as the worker stopped.
+    Released,
 }
 
 type Run = Pin<Box<dyn Future<Output = Outcome> + Send>>;
@@ -79,6 +92,7 @@ pub struct WorkerBuilder {
     orcastra: Orcastra,
     name: String,
     concurrency: usize,
+    lease: Duration,
     tasks: HashMap<&'static str, Arc<dyn Runnable>>,
     queues: Vec<&'static str>,
 }
@@ -89,6 +103,7 @@ impl WorkerBuilder {
             orcastra,
             name: format!("worker-{}", TaskId::new()),
             concurrency: 1,
+            lease: Duration::from_secs(30),
             tasks: HashMap::new(),
             queues: Vec::new(),
         }
@@ -97,6 +112,16 @@ impl WorkerBuilder {
     /// Runs at most this many tasks at once (at least 1; default 1).
     pub fn concurrency(mut self, tasks: usize) -> Self {
         self.concurrency = tasks.max(1);
+        self
+    }
+
+    /// How long a delivered task may go without news from its worker
+    /// before another worker reclaims it (default 30 s). A worker renews the
+    /// lease of the tasks it runs three times per lease, so a long task is
+    /// not reclaimed while its worker lives; a worker that dies or stalls
+    /// for a whole lease loses its tasks to the others.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
         self
     }
 
@@ -125,46 +150,79 @@ impl WorkerBuilder {
             self.orcastra.ensure_queue(queue).await?;
         }
         let stop = CancellationToken::new();
+        let renewing = CancellationToken::new();
         let shared = Arc::new(Shared {
             orcastra: self.orcastra,
             name: self.name,
             tasks: self.tasks,
             slots: Arc::new(Semaphore::new(self.concurrency)),
             concurrency: self.concurrency,
+            lease: self.lease,
+            in_flight: Mutex::new(HashMap::new()),
         });
         let fetch = tokio::spawn(Arc::clone(&shared).fetch_loop(queues, stop.clone()));
+        tokio::spawn(Arc::clone(&shared).renew_loop(renewing.clone()));
         Ok(Worker {
             shared,
             stop,
+            renewing,
             fetch: Some(fetch),
         })
     }
 }
 
-/// A running worker. Dropping it stops fetching; [`stop`](Self::stop) also
-/// waits for the tasks in flight.
+/// A running worker. Dropping it is like its process dying: it stops
+/// fetching and renewing leases, and the tasks it was running are reclaimed
+/// by other workers once their lease runs out. [`stop`](Self::stop) is the
+/// graceful way.
 pub struct Worker {
     shared: Arc<Shared>,
     stop: CancellationToken,
+    renewing: CancellationToken,
     fetch: Option<JoinHandle<()>>,
 }
 
 impl Worker {
-    /// Stops fetching and waits for the tasks in flight to end.
-    pub async fn stop(mut self) {
+    /// The worker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Stops gracefully: no more fetching; the tasks in flight get `grace`
+    /// to finish, and the rest are cancelled and released, so that another
+    /// worker takes them at once rather than after their lease.
+    pub async fn stop_within(mut self, grace: Duration) {
         self.stop.cancel();
         if let Some(fetch) = self.fetch.take() {
             let _ = fetch.await;
         }
         let all = u32::try_from(self.shared.concurrency).unwrap_or(u32::MAX);
-        let _ = self.shared.slots.acquire_many(all).await;
+        let finished = tokio::time::timeout(grace, self.shared.slots.acquire_many(all)).await;
+        self.renewing.cancel();
+        if finished.is_err() {
+            self.shared.release_in_flight().await;
+        }
+    }
+
+    /// [`stop_within`](Self::stop_within) a grace period of one lease.
+    pub async fn stop(self) {
+        let grace = self.shared.lease;
+        self.stop_within(grace).await
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
         self.stop.cancel();
+        self.renewing.cancel();
     }
+}
+
+/// A task being run, keyed by its queue and entry id.
+struct InFlight {
+    /// Cancelled to abandon the run without recording an end: the task
+    /// is released to other workers.
+    release: CancellationToken,
 }
 
 struct Shared {
@@ -174,47 +232,56 @@ struct Shared {
     /// One permit per free slot.
     slots: Arc<Semaphore>,
     concurrency: usize,
+    lease: Duration,
+    in_flight: Mutex<HashMap<(String, StreamId), InFlight>>,
 }
+
+/// A task fetched for running: its queue, its entry, and how many times it
+/// has been delivered (new entries: once).
+struct Fetched {
+    queue: String,
+    entry: GroupEntry,
+    deliveries: u64,
+}
+
+/// The delivery time a released task gets (milliseconds since the epoch),
+/// so that any worker's next reclaim takes it. (Redis treats an IDLE longer
+/// than the time since the epoch as no idle time at all.)
+const RELEASED_AT_MS: u64 = 1;
 
 /// How long one fetch waits for a task before checking for a stop.
 const FETCH_BLOCK: Duration = Duration::from_millis(250);
 
 impl Shared {
-    /// Fetches as many tasks as there are free slots and runs each; backend
-    /// errors are logged and retried with backoff, never the end of the loop.
+    /// Fetches as many tasks as there are free slots, reclaimed ones first,
+    /// and runs each; backend errors are logged and retried with backoff,
+    /// never the end of the loop.
     async fn fetch_loop(self: Arc<Self>, queues: Vec<String>, stop: CancellationToken) {
         let mut failures = 0u32;
         let mut next_queue = 0;
+        let mut cursors: HashMap<String, StreamId> = HashMap::new();
+        let mut next_reclaim = Instant::now();
         while !stop.is_cancelled() {
             // Wait for a free slot.
             let Ok(first) = Arc::clone(&self.slots).acquire_owned().await else {
                 return;
             };
             let free = self.slots.available_permits() + 1;
-            // At most one task per queue per slot, from the next queues in turn.
-            let count = queues.len().min(free);
-            let reads: Vec<(&str, GroupRead)> = (0..count)
-                .map(|i| {
-                    (
-                        queues[(next_queue + i) % queues.len()].as_str(),
-                        GroupRead::New,
-                    )
-                })
-                .collect();
-            next_queue = (next_queue + 1) % queues.len();
-            let per_queue = free / reads.len();
-            let options = ReadGroupOptions {
-                count: Some(per_queue),
-                block: Some(FETCH_BLOCK),
-                no_ack: false,
+            let fetched = if Instant::now() >= next_reclaim {
+                next_reclaim = Instant::now() + self.lease / 4;
+                self.reclaim(&queues, free, &mut cursors).await
+            } else {
+                Ok(Vec::new())
             };
-            let read = self
-                .orcastra
-                .inner()
-                .streams
-                .read_group(WORKERS, &self.name, &reads, options)
-                .await;
-            let fetched = match read {
+            let fetched = match fetched {
+                Ok(reclaimed) if !reclaimed.is_empty() => Ok(reclaimed),
+                Ok(_) => {
+                    next_queue = (next_queue + 1) % queues.len();
+                    self.fetch_new(&queues, next_queue, free).await
+                }
+                Err(error) => Err(error),
+            };
+            let fetched = match fetched {
                 Ok(fetched) => {
                     failures = 0;
                     fetched
@@ -229,29 +296,181 @@ impl Shared {
                 }
             };
             let mut slot = Some(first);
-            for (queue, entries) in fetched {
-                for entry in entries {
-                    let permit = match slot.take() {
-                        Some(permit) => permit,
-                        None => match Arc::clone(&self.slots).try_acquire_owned() {
-                            Ok(permit) => permit,
-                            // Never: a fetch takes no more than the free slots.
-                            Err(_) => break,
-                        },
-                    };
-                    let this = Arc::clone(&self);
-                    let queue = queue.clone();
-                    tokio::spawn(async move {
-                        this.process(&queue, entry).await;
-                        drop(permit);
-                    });
+            for task in fetched {
+                let permit = match slot.take() {
+                    Some(permit) => permit,
+                    None => match Arc::clone(&self.slots).try_acquire_owned() {
+                        Ok(permit) => permit,
+                        // Never: a fetch takes no more than the free slots.
+                        Err(_) => break,
+                    },
+                };
+                let this = Arc::clone(&self);
+                tokio::spawn(async move {
+                    this.process(task).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// New tasks: at most one per free slot, from the queues in turn
+    /// starting at `first`; waits a moment for one if there are none.
+    async fn fetch_new(
+        &self,
+        queues: &[String],
+        first: usize,
+        free: usize,
+    ) -> Result<Vec<Fetched>, StreamError> {
+        let reads: Vec<(&str, GroupRead)> = (0..queues.len().min(free))
+            .map(|i| (queues[(first + i) % queues.len()].as_str(), GroupRead::New))
+            .collect();
+        let options = ReadGroupOptions {
+            count: Some(free / reads.len()),
+            block: Some(FETCH_BLOCK),
+            no_ack: false,
+        };
+        let read = self
+            .orcastra
+            .inner()
+            .streams
+            .read_group(WORKERS, &self.name, &reads, options)
+            .await?;
+        Ok(read
+            .into_iter()
+            .flat_map(|(queue, entries)| {
+                entries.into_iter().map(move |entry| Fetched {
+                    queue: queue.clone(),
+                    entry,
+                    deliveries: 1,
+                })
+            })
+            .collect())
+    }
+
+    /// Tasks whose lease ran out (their worker died or stalled), claimed
+    /// for this worker, with their delivery counts.
+    async fn reclaim(
+        &self,
+        queues: &[String],
+        free: usize,
+        cursors: &mut HashMap<String, StreamId>,
+    ) -> Result<Vec<Fetched>, StreamError> {
+        let streams = &self.orcastra.inner().streams;
+        let mut reclaimed = Vec::new();
+        for queue in queues {
+            let wanted = free - reclaimed.len();
+            if wanted == 0 {
+                break;
+            }
+            let start = cursors.get(queue).copied().unwrap_or(StreamId::MIN);
+            let options = AutoClaim {
+                min_idle: self.lease,
+                start,
+                count: wanted,
+                just_id: false,
+            };
+            let claimed = streams
+                .auto_claim(queue, WORKERS, &self.name, options)
+                .await?;
+            cursors.insert(queue.clone(), claimed.next);
+            for entry in claimed.claimed {
+                let query = PendingQuery {
+                    start: Bound::Included(entry.id),
+                    end: Bound::Included(entry.id),
+                    count: 1,
+                    consumer: None,
+                    min_idle: None,
+                };
+                let deliveries = streams
+                    .pending(queue, WORKERS, &query)
+                    .await?
+                    .first()
+                    .map_or(1, |pending| pending.deliveries);
+                tracing::info!(worker = %self.name, %queue, id = %entry.id, deliveries, "reclaimed a task whose lease ran out");
+                reclaimed.push(Fetched {
+                    queue: queue.clone(),
+                    entry: GroupEntry {
+                        id: entry.id,
+                        fields: Some(entry.fields),
+                    },
+                    deliveries,
+                });
+            }
+        }
+        Ok(reclaimed)
+    }
+
+    /// Renews the leases of the tasks in flight, three times per lease,
+    /// until cancelled.
+    async fn renew_loop(self: Arc<Self>, renewing: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = renewing.cancelled() => return,
+                () = tokio::time::sleep(self.lease / 3) => {}
+            }
+            let mut by_queue: HashMap<String, Vec<StreamId>> = HashMap::new();
+            for (queue, id) in self.in_flight.lock().keys() {
+                by_queue.entry(queue.clone()).or_default().push(*id);
+            }
+            for (queue, ids) in by_queue {
+                // JUSTID resets the idle time without counting a delivery.
+                let renew = ClaimOptions {
+                    just_id: true,
+                    ..ClaimOptions::default()
+                };
+                let renewed = self
+                    .orcastra
+                    .inner()
+                    .streams
+                    .claim(&queue, WORKERS, &self.name, Duration::ZERO, &ids, renew)
+                    .await;
+                if let Err(error) = renewed {
+                    tracing::warn!(worker = %self.name, %queue, %error, "cannot renew task leases");
+                }
+            }
+        }
+    }
+
+    /// Abandons the runs still in flight and hands their tasks to the
+    /// other workers at once.
+    async fn release_in_flight(&self) {
+        let released: Vec<(String, StreamId)> = {
+            let in_flight = self.in_flight.lock();
+            for run in in_flight.values() {
+                run.release.cancel();
+            }
+            in_flight.keys().cloned().collect()
+        };
+        for (queue, id) in released {
+            let release = ClaimOptions {
+                time_ms: Some(RELEASED_AT_MS),
+                just_id: true,
+                ..ClaimOptions::default()
+            };
+            let streams = &self.orcastra.inner().streams;
+            let claimed = streams
+                .claim(&queue, WORKERS, &self.name, Duration::ZERO, &[id], release)
+                .await;
+            match claimed {
+                Ok(_) => {
+                    tracing::info!(worker = %self.name, %queue, %id, "released an unfinished task")
+                }
+                Err(error) => {
+                    tracing::warn!(worker = %self.name, %queue, %id, %error, "cannot release a task; it waits for its lease to run out")
                 }
             }
         }
     }
 
     /// Runs one delivered task to its end and acknowledges it.
-    async fn process(&self, queue: &str, entry: GroupEntry) {
+    async fn process(&self, task: Fetched) {
+        let Fetched {
+            queue,
+            entry,
+            deliveries,
+        } = task;
+        let queue = queue.as_str();
         let id = entry.id;
         let Some(fields) = entry.fields else {
             // Deleted from the queue after delivery: nothing to run.
@@ -286,6 +505,16 @@ impl Shared {
                 .await;
             return;
         };
+        let max_deliveries = task.options().max_deliveries;
+        if deliveries > u64::from(max_deliveries) {
+            let reason = format!(
+                "delivered {deliveries} times without finishing (at most {max_deliveries}): \
+                 its workers died or stalled each time"
+            );
+            self.dead_letter(queue, id, fields, Some(&envelope), reason)
+                .await;
+            return;
+        }
         let mut running = RunState::new(
             envelope.id,
             &envelope.name,
@@ -296,11 +525,19 @@ impl Shared {
         if !self.record(&running).await {
             return;
         }
-        let options = task.options();
-        let timeout = envelope.timeout.or(options.timeout);
+        let timeout = envelope.timeout.or(task.options().timeout);
         let cancel = CancellationToken::new();
+        let release = CancellationToken::new();
+        let key = (queue.to_string(), id);
+        self.in_flight.lock().insert(
+            key.clone(),
+            InFlight {
+                release: release.clone(),
+            },
+        );
         let context = TaskContext::new(envelope.id, envelope.attempt, cancel.clone());
-        let outcome = run(task.run(&envelope.args, context), timeout).await;
+        let outcome = run(task.run(&envelope.args, context), timeout, &release).await;
+        self.in_flight.lock().remove(&key);
         cancel.cancel();
         let mut end = running;
         match outcome {
@@ -317,6 +554,8 @@ impl Shared {
                     .await;
                 return;
             }
+            // Another worker runs it now.
+            Outcome::Released => return,
         }
         if self.record(&end).await {
             self.ack(queue, id).await;
@@ -391,18 +630,20 @@ fn field(fields: &Fields, name: &str) -> Option<Bytes> {
 }
 
 /// Runs a task in a Tokio task of its own, so that a panic is a failure and
-/// a timeout can abort it.
-async fn run(run: Run, timeout: Option<Duration>) -> Outcome {
+/// a timeout or a release can abort it.
+async fn run(run: Run, timeout: Option<Duration>, release: &CancellationToken) -> Outcome {
     let mut handle = tokio::spawn(run);
-    let joined = match timeout {
-        None => (&mut handle).await,
-        Some(limit) => match tokio::time::timeout(limit, &mut handle).await {
-            Ok(joined) => joined,
-            Err(_) => {
-                handle.abort();
-                return Outcome::Failed(TaskError::new(format!("timed out after {limit:?}")));
-            }
-        },
+    let limit = timeout.unwrap_or(Duration::MAX);
+    let joined = tokio::select! {
+        joined = &mut handle => joined,
+        () = release.cancelled() => {
+            handle.abort();
+            return Outcome::Released;
+        }
+        () = sleep_for(limit) => {
+            handle.abort();
+            return Outcome::Failed(TaskError::new(format!("timed out after {limit:?}")));
+        }
     };
     match joined {
         Ok(outcome) => outcome,
@@ -411,6 +652,14 @@ async fn run(run: Run, timeout: Option<Duration>) -> Outcome {
             panic_message(&error.into_panic())
         ))),
         Err(error) => Outcome::Failed(TaskError::new(format!("did not finish: {error}"))),
+    }
+}
+
+/// Sleeps for `limit`, forever if it is too long for the timer.
+async fn sleep_for(limit: Duration) {
+    match tokio::time::Instant::now().checked_add(limit) {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
