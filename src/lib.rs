@@ -53,6 +53,7 @@ pub mod statekeeper;
 mod stream;
 pub mod streams;
 pub mod task;
+mod timekeeper;
 pub mod worker;
 
 // Lets the code `#[orca_task]` generates (`::orcastra::…`) compile in here too.
@@ -61,7 +62,7 @@ extern crate self as orcastra;
 pub use log::{
     FsyncPolicy, Log, LogError, LogOptions, MemoryLog, Offset, SegmentLog, TextLog, VerifyReport,
 };
-pub use orca::{Error, Orcastra, TaskFailure, TaskHandle};
+pub use orca::{Error, Orcastra, SubmitOptions, TaskFailure, TaskHandle};
 pub use record::{Record, StreamId};
 
 /// What a program that defines and runs tasks needs, in one import.

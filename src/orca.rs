@@ -15,6 +15,7 @@ use crate::record::StreamId;
 use crate::statekeeper::{RunState, State, StateKeeper};
 use crate::streams::{AddOptions, Backend, GroupStart, StreamError, Streams};
 use crate::task::{ArgsError, Backoff, Envelope, Task, TaskId, encode_args};
+use crate::timekeeper;
 use crate::worker::WorkerBuilder;
 
 /// The consumer group every worker of a queue belongs to.
@@ -29,6 +30,11 @@ pub(crate) fn queue_stream(queue: &str) -> String {
 pub(crate) fn dead_stream(queue: &str) -> String {
     format!("orca:dead:{queue}")
 }
+
+/// The delivery time (milliseconds since the epoch) that releases a pending
+/// entry: any consumer's next reclaim takes it. (Redis reads an IDLE longer
+/// than the time since the epoch as no idle time at all, so TIME it is.)
+pub(crate) const RELEASED_AT_MS: u64 = 1;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -55,6 +61,21 @@ pub enum Error {
         /// What serde said.
         reason: String,
     },
+}
+
+/// Options of one submission; `None` keeps the task's own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubmitOptions {
+    /// Run no sooner than this long from now.
+    pub delay: Option<Duration>,
+    /// Run no sooner than this time (milliseconds since the Unix epoch).
+    pub not_before_ms: Option<u64>,
+    /// Higher runs first.
+    pub priority: Option<u8>,
+    /// Retries after a failure.
+    pub retries: Option<u32>,
+    /// How long one run may take.
+    pub timeout: Option<Duration>,
 }
 
 /// A task that ended without a result.
@@ -98,8 +119,8 @@ pub struct Orcastra {
 pub(crate) struct Inner {
     pub(crate) streams: Backend,
     pub(crate) states: StateKeeper,
-    /// Queues whose group this process knows to exist.
-    queues: Mutex<HashSet<String>>,
+    /// Streams and groups this process knows to exist.
+    groups: Mutex<HashSet<(String, String)>>,
 }
 
 impl Orcastra {
@@ -120,7 +141,7 @@ impl Orcastra {
         let inner = Arc::new(Inner {
             streams,
             states: StateKeeper::default(),
-            queues: Mutex::new(HashSet::new()),
+            groups: Mutex::new(HashSet::new()),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -159,11 +180,65 @@ impl Orcastra {
         task: T,
         args: T::Args,
     ) -> Result<TaskHandle<T::Output>, Error> {
-        let options = task.options();
-        let mut envelope =
-            Envelope::new(T::NAME, options.queue, encode_args::<T>(&args)?, now_ms());
-        envelope.priority = options.priority;
-        self.enqueue(&envelope).await?;
+        self.submit_with(task, args, SubmitOptions::default()).await
+    }
+
+    /// Submits a task with options for this submission (a delay, a
+    /// priority, other limits); returns once it is durably queued or
+    /// scheduled.
+    ///
+    /// ```
+    /// use orcastra::prelude::*;
+    /// use orcastra::SubmitOptions;
+    /// use std::time::Duration;
+    ///
+    /// #[orca_task]
+    /// async fn remind(who: String) -> String {
+    ///     format!("hello {who}")
+    /// }
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let orca = Orcastra::open("memory://").await?;
+    /// let worker = orca.worker().register(remind::task()).start().await?;
+    /// let later = SubmitOptions { delay: Some(Duration::from_millis(50)), ..Default::default() };
+    /// let handle = orca.submit_with(remind::task(), ("ada".into(),), later).await?;
+    /// assert_eq!(orca.state(handle.id()).map(|s| s.state), Some(State::Scheduled));
+    /// assert_eq!(handle.result().await??, "hello ada");
+    /// worker.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn submit_with<T: Task>(
+        &self,
+        task: T,
+        args: T::Args,
+        options: SubmitOptions,
+    ) -> Result<TaskHandle<T::Output>, Error> {
+        let defaults = task.options();
+        let now = now_ms();
+        let mut envelope = Envelope::new(T::NAME, defaults.queue, encode_args::<T>(&args)?, now);
+        envelope.priority = options.priority.unwrap_or(defaults.priority);
+        envelope.max_retries = options.retries;
+        envelope.timeout = options.timeout;
+        let delay_ms = options
+            .delay
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        envelope.not_before_ms = options
+            .not_before_ms
+            .unwrap_or(0)
+            .max(now.saturating_add(delay_ms));
+        if options.delay.is_none() && options.not_before_ms.is_none_or(|at| at <= now) {
+            envelope.not_before_ms = 0;
+            self.enqueue(&envelope).await?;
+        } else {
+            timekeeper::schedule(self, &envelope).await?;
+            let scheduled = RunState::new(envelope.id, T::NAME, State::Scheduled, 0);
+            self.inner
+                .states
+                .record(&self.inner.streams, &scheduled)
+                .await?;
+        }
         Ok(TaskHandle {
             id: envelope.id,
             orcastra: self.clone(),
@@ -174,30 +249,31 @@ impl Orcastra {
     /// Adds an envelope to its queue and records it as queued.
     pub(crate) async fn enqueue(&self, envelope: &Envelope) -> Result<(), StreamError> {
         let stream = queue_stream(&envelope.queue);
-        self.ensure_queue(&stream).await?;
+        self.ensure_group(&stream, WORKERS).await?;
         let fields = vec![(Bytes::from_static(b"task"), Bytes::from(envelope.encode()))];
         self.inner
             .streams
             .add(&stream, fields, AddOptions::default())
             .await?;
         let queued = RunState::new(envelope.id, &envelope.name, State::Queued, envelope.attempt);
-        StateKeeper::record(&self.inner.streams, &queued).await
+        self.inner.states.record(&self.inner.streams, &queued).await
     }
 
-    /// Creates the queue's stream and worker group if this process has not
-    /// seen them yet.
-    pub(crate) async fn ensure_queue(&self, stream: &str) -> Result<(), StreamError> {
-        if self.inner.queues.lock().contains(stream) {
+    /// Creates `stream` and its `group` if this process has not seen them
+    /// yet.
+    pub(crate) async fn ensure_group(&self, stream: &str, group: &str) -> Result<(), StreamError> {
+        let key = (stream.to_string(), group.to_string());
+        if self.inner.groups.lock().contains(&key) {
             return Ok(());
         }
         let created = self
             .inner
             .streams
-            .create_group(stream, WORKERS, GroupStart::After(StreamId::MIN), true)
+            .create_group(stream, group, GroupStart::After(StreamId::MIN), true)
             .await;
         match created {
             Ok(()) | Err(StreamError::BusyGroup) => {
-                self.inner.queues.lock().insert(stream.to_string());
+                self.inner.groups.lock().insert(key);
                 Ok(())
             }
             Err(e) => Err(e),

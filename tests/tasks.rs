@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 mod common;
 
-#[orca_task(queue = "math")]
+#[orca_task(queue = "math", retries = 2, backoff = "10ms")]
 async fn divide(a: i64, b: i64) -> Result<i64, String> {
     if b == 0 {
         return Err(format!("cannot divide {a} by zero"));
@@ -25,12 +25,12 @@ async fn divide(a: i64, b: i64) -> Result<i64, String> {
     Ok(a / b)
 }
 
-#[orca_task(queue = "math")]
+#[orca_task(queue = "math", retries = 0)]
 async fn explode(message: String) -> u32 {
     panic!("{message}");
 }
 
-#[orca_task(queue = "math", timeout = "50ms")]
+#[orca_task(queue = "math", timeout = "50ms", retries = 0)]
 async fn sleepy(millis: u64) -> u64 {
     tokio::time::sleep(Duration::from_millis(millis)).await;
     millis
@@ -84,6 +84,29 @@ async fn slow(key: String, millis: u64) -> usize {
 async fn poison(key: String) {
     count_call(&key);
     std::future::pending::<()>().await;
+}
+
+/// When each call of a key began.
+static STARTS: LazyLock<Mutex<HashMap<String, Vec<Instant>>>> = LazyLock::new(Default::default);
+
+fn starts(key: &str) -> Vec<Instant> {
+    STARTS.lock().unwrap().get(key).cloned().unwrap_or_default()
+}
+
+/// Fails its first `failures` calls, then returns which call it was.
+#[orca_task(queue = "timing", retries = 3, backoff = "40ms")]
+async fn flaky(key: String, failures: usize) -> Result<usize, String> {
+    STARTS
+        .lock()
+        .unwrap()
+        .entry(key.clone())
+        .or_default()
+        .push(Instant::now());
+    let call = count_call(&key);
+    if call <= failures {
+        return Err(format!("failure {call}"));
+    }
+    Ok(call)
 }
 
 /// Polls until `key` has been called `n` times.
@@ -186,6 +209,8 @@ async fn errors_panics_and_timeouts_fail_the_task(s: Subject) {
     let failed = failure(&error).await;
     assert_eq!(failed.state, State::Failed);
     assert_eq!(failed.message, "cannot divide 1 by zero");
+    // Tried three times: the first run and its two retries.
+    assert_eq!(s.orca.state(error.id()).unwrap().attempt, 2);
     let failed = failure(&panic).await;
     assert_eq!(failed.state, State::Failed);
     assert!(
@@ -257,13 +282,14 @@ async fn tasks_that_cannot_run_go_to_the_dead_letters(s: Subject) {
         "{reasons:?}"
     );
     assert!(reasons[2].contains("not a task envelope"), "{reasons:?}");
-    // Everything was acknowledged: nothing is left pending.
+    // Everything was acknowledged (a stopped worker has finished its runs):
+    // nothing is left pending.
+    worker.stop().await;
     let pending = streams
         .pending_summary("orca:queue:math", "workers")
         .await
         .unwrap();
     assert_eq!(pending.count, 0);
-    worker.stop().await;
 }
 
 async fn a_worker_fetches_no_more_than_its_free_slots(s: Subject) {
@@ -367,6 +393,78 @@ async fn stopping_releases_unfinished_tasks_at_once(s: Subject) {
     second.stop_within(Duration::ZERO).await;
 }
 
+async fn failures_are_retried_after_a_backoff(s: Subject) {
+    let key = format!("flaky-{}", orcastra::task::TaskId::new());
+    let worker = s
+        .orca
+        .worker()
+        .register(flaky::task())
+        .start()
+        .await
+        .unwrap();
+    let handle = flaky::submit(&s.orca, key.clone(), 2).await.unwrap();
+    assert_eq!(handle.result().await.unwrap().unwrap(), 3);
+    assert_eq!(s.orca.state(handle.id()).unwrap().attempt, 2);
+    // Retry n waits at least half of 40 ms × 2ⁿ.
+    let starts = starts(&key);
+    assert!(
+        starts[1] - starts[0] >= Duration::from_millis(20),
+        "{starts:?}"
+    );
+    assert!(
+        starts[2] - starts[1] >= Duration::from_millis(40),
+        "{starts:?}"
+    );
+
+    // Retries run out: the task fails with the last error.
+    let key = format!("flaky-{}", orcastra::task::TaskId::new());
+    let handle = flaky::submit(&s.orca, key.clone(), 10).await.unwrap();
+    let failed = failure(&handle).await;
+    assert_eq!(
+        (failed.state, failed.message.as_str()),
+        (State::Failed, "failure 4")
+    );
+    worker.stop().await;
+}
+
+async fn delayed_tasks_run_on_time_and_once(s: Subject) {
+    let key = format!("delayed-{}", orcastra::task::TaskId::new());
+    // Two workers, so that a task leased early or queued twice would run twice.
+    let a = s
+        .orca
+        .worker()
+        .register(flaky::task())
+        .start()
+        .await
+        .unwrap();
+    let b = s
+        .orca
+        .worker()
+        .register(flaky::task())
+        .start()
+        .await
+        .unwrap();
+    let delay = Duration::from_millis(300);
+    let submitted = Instant::now();
+    let later = orcastra::SubmitOptions {
+        delay: Some(delay),
+        ..Default::default()
+    };
+    let handle = s
+        .orca
+        .submit_with(flaky::task(), (key.clone(), 0), later)
+        .await
+        .unwrap();
+    assert_eq!(s.orca.state(handle.id()).unwrap().state, State::Scheduled);
+    // Not in its queue, so no worker can take it early.
+    assert_eq!(s.orca.streams().len("orca:queue:timing").await.unwrap(), 0);
+    assert_eq!(handle.result().await.unwrap().unwrap(), 1);
+    assert!(starts(&key)[0] - submitted >= delay);
+    a.stop().await;
+    b.stop().await;
+    assert_eq!(calls(&key), 1);
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -390,6 +488,8 @@ suite!(
     a_long_task_keeps_its_lease,
     a_poison_pill_goes_to_the_dead_letters,
     stopping_releases_unfinished_tasks_at_once,
+    failures_are_retried_after_a_backoff,
+    delayed_tasks_run_on_time_and_once,
 );
 
 // One at a time: it counts the gated tasks running in the whole process.

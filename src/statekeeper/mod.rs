@@ -22,10 +22,14 @@ pub(crate) const STATES: &str = "orca:states";
 pub enum State {
     /// In its queue, waiting for a worker.
     Queued,
+    /// Waiting for its time (submitted with a delay) before it is queued.
+    Scheduled,
     /// A worker runs it.
     Running,
     /// It ran and returned a result.
     Succeeded,
+    /// It failed and will be retried: the next attempt is scheduled.
+    Retrying,
     /// It failed and will not be retried.
     Failed,
     /// It can never run: its arguments do not decode, no worker knows its
@@ -39,10 +43,18 @@ impl State {
         matches!(self, State::Succeeded | State::Failed | State::Dead)
     }
 
+    /// Whether the attempt it belongs to is over (a retry, if any, is the
+    /// next attempt).
+    pub fn ends_attempt(self) -> bool {
+        self.rank() == 2
+    }
+
     fn name(self) -> &'static str {
         match self {
             State::Queued => "queued",
+            State::Scheduled => "scheduled",
             State::Running => "running",
+            State::Retrying => "retrying",
             State::Succeeded => "succeeded",
             State::Failed => "failed",
             State::Dead => "dead",
@@ -52,7 +64,9 @@ impl State {
     fn parse(name: &[u8]) -> Option<State> {
         [
             State::Queued,
+            State::Scheduled,
             State::Running,
+            State::Retrying,
             State::Succeeded,
             State::Failed,
             State::Dead,
@@ -63,12 +77,13 @@ impl State {
 
     /// Events of one attempt may be read out of order (a fast worker can
     /// record `running` before the submitter records `queued`): a state
-    /// replaces another only if it comes later in a run's life.
+    /// replaces another only if it comes later in a run's life. (A retry is
+    /// the next attempt, so it always comes later.)
     fn rank(self) -> u8 {
         match self {
-            State::Queued => 0,
+            State::Queued | State::Scheduled => 0,
             State::Running => 1,
-            State::Succeeded | State::Failed | State::Dead => 2,
+            State::Retrying | State::Succeeded | State::Failed | State::Dead => 2,
         }
     }
 }
@@ -169,12 +184,20 @@ pub(crate) struct StateKeeper {
 }
 
 impl StateKeeper {
-    /// Records a state durably; every keeper following the backend sees it.
-    pub(crate) async fn record(streams: &Backend, state: &RunState) -> Result<(), StreamError> {
-        streams
+    /// Records a state durably; every keeper following the backend sees it,
+    /// this one at once.
+    pub(crate) async fn record(
+        &self,
+        streams: &Backend,
+        state: &RunState,
+    ) -> Result<(), StreamError> {
+        let id = streams
             .add(STATES, state.fields(), AddOptions::default())
-            .await
-            .map(drop)
+            .await?;
+        let mut recorded = state.clone();
+        recorded.updated_ms = id.map_or(0, |id| id.ms);
+        self.apply(std::iter::once(recorded));
+        Ok(())
     }
 
     /// The latest state of task `id`, if this process has seen it.
@@ -195,9 +218,9 @@ impl StateKeeper {
         }
     }
 
-    fn apply(&self, entries: &[Entry]) {
+    fn apply(&self, recorded: impl IntoIterator<Item = RunState>) {
         let mut states = self.states.lock();
-        for state in entries.iter().filter_map(RunState::from_entry) {
+        for state in recorded {
             let replaces = states.get(&state.id).is_none_or(|current| {
                 !current.state.is_final()
                     && (state.attempt, state.state.rank())
@@ -226,7 +249,7 @@ impl StateKeeper {
             if let Some(last) = entries.last() {
                 *self.seen.lock() = last.id;
             }
-            self.apply(&entries);
+            self.apply(entries.iter().filter_map(RunState::from_entry));
         }
         Ok(())
     }

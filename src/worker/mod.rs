@@ -29,14 +29,18 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::orca::{BACKEND_RETRY, Orcastra, WORKERS, dead_stream, queue_stream};
+use crate::orca::{
+    BACKEND_RETRY, Orcastra, RELEASED_AT_MS, WORKERS, dead_stream, now_ms, queue_stream,
+};
 use crate::record::StreamId;
-use crate::statekeeper::{RunState, State, StateKeeper};
+use crate::statekeeper::{RunState, State};
 use crate::streams::{
     AddOptions, AutoClaim, Bound, ClaimOptions, Fields, GroupEntry, GroupRead, PendingQuery,
     ReadGroupOptions, StreamError, Streams,
 };
+use crate::task::Retry;
 use crate::task::{Envelope, Task, TaskContext, TaskError, TaskId, TaskOptions, decode_args};
+use crate::timekeeper::{self, Timekeeper};
 
 /// How a run ended.
 enum Outcome {
@@ -147,7 +151,7 @@ impl WorkerBuilder {
     pub async fn start(self) -> Result<Worker, crate::Error> {
         let queues: Vec<String> = self.queues.iter().map(|q| queue_stream(q)).collect();
         for queue in &queues {
-            self.orcastra.ensure_queue(queue).await?;
+            self.orcastra.ensure_group(queue, WORKERS).await?;
         }
         let stop = CancellationToken::new();
         let renewing = CancellationToken::new();
@@ -162,6 +166,9 @@ impl WorkerBuilder {
         });
         let fetch = tokio::spawn(Arc::clone(&shared).fetch_loop(queues, stop.clone()));
         tokio::spawn(Arc::clone(&shared).renew_loop(renewing.clone()));
+        let timekeeper =
+            Timekeeper::new(shared.orcastra.clone(), shared.name.clone(), shared.lease);
+        tokio::spawn(timekeeper.run(stop.clone()));
         Ok(Worker {
             shared,
             stop,
@@ -243,11 +250,6 @@ struct Fetched {
     entry: GroupEntry,
     deliveries: u64,
 }
-
-/// The delivery time a released task gets (milliseconds since the epoch),
-/// so that any worker's next reclaim takes it. (Redis treats an IDLE longer
-/// than the time since the epoch as no idle time at all.)
-const RELEASED_AT_MS: u64 = 1;
 
 /// How long one fetch waits for a task before checking for a stop.
 const FETCH_BLOCK: Duration = Duration::from_millis(250);
@@ -505,7 +507,18 @@ impl Shared {
                 .await;
             return;
         };
-        let max_deliveries = task.options().max_deliveries;
+        if let Some(seen) = self.orcastra.state(envelope.id)
+            && (seen.attempt > envelope.attempt
+                || (seen.attempt == envelope.attempt && seen.state.ends_attempt()))
+        {
+            // A copy of a run that already ended (a timekeeper crashed
+            // between queueing it and acknowledging the schedule).
+            tracing::info!(worker = %self.name, task = %envelope.id, "skipped a duplicate of a finished run");
+            self.ack(queue, id).await;
+            return;
+        }
+        let options = task.options();
+        let max_deliveries = options.max_deliveries;
         if deliveries > u64::from(max_deliveries) {
             let reason = format!(
                 "delivered {deliveries} times without finishing (at most {max_deliveries}): \
@@ -525,7 +538,7 @@ impl Shared {
         if !self.record(&running).await {
             return;
         }
-        let timeout = envelope.timeout.or(task.options().timeout);
+        let timeout = envelope.timeout.or(options.timeout);
         let cancel = CancellationToken::new();
         let release = CancellationToken::new();
         let key = (queue.to_string(), id);
@@ -546,8 +559,27 @@ impl Shared {
                 end.result = Some(json);
             }
             Outcome::Failed(error) => {
-                end.state = State::Failed;
                 end.error = Some(error.message().to_string());
+                end.state = State::Failed;
+                let retries = envelope.max_retries.unwrap_or(options.retries);
+                let delay = match error.retry() {
+                    Retry::Never => None,
+                    Retry::After(delay) => Some(delay),
+                    Retry::AsConfigured => {
+                        Some(options.backoff.delay(envelope.attempt, fastrand::f64()))
+                    }
+                };
+                if let Some(delay) = delay.filter(|_| envelope.attempt < retries) {
+                    let mut next = envelope.clone();
+                    next.attempt += 1;
+                    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    next.not_before_ms = now_ms().saturating_add(delay_ms);
+                    if let Err(error) = timekeeper::schedule(&self.orcastra, &next).await {
+                        tracing::warn!(worker = %self.name, task = %envelope.id, %error, "cannot schedule a retry; the task stays pending");
+                        return;
+                    }
+                    end.state = State::Retrying;
+                }
             }
             Outcome::Dead(reason) => {
                 self.dead_letter(queue, id, fields, Some(&envelope), reason)
@@ -600,7 +632,8 @@ impl Shared {
     /// Records a state; false (logged) if the backend failed, in which case
     /// the task stays pending and is delivered again.
     async fn record(&self, state: &RunState) -> bool {
-        match StateKeeper::record(&self.orcastra.inner().streams, state).await {
+        let inner = self.orcastra.inner();
+        match inner.states.record(&inner.streams, state).await {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(worker = %self.name, task = %state.id, %error, "cannot record a task state");

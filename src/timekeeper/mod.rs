@@ -1,0 +1,236 @@
+//! Delayed tasks and retries: an envelope with a not-before time waits in
+//! the `orca:scheduled` stream, not in its queue, so no worker can lease it
+//! early, however long it waits.
+//!
+//! Every worker runs a timekeeper. Timekeepers share the scheduled entries
+//! through the group `timekeepers`: each holds the entries it read, renews
+//! their lease while it holds them, and moves each into its queue when it
+//! is due, acknowledging the scheduled entry after. A timekeeper that dies
+//! leaves its entries pending, and another reclaims them after a lease; one
+//! that stops hands them over at once. A crash between moving an entry and
+//! acknowledging it queues the task twice: the worker that finds the task
+//! already finished skips the copy.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::orca::{BACKEND_RETRY, Orcastra, RELEASED_AT_MS, now_ms};
+use crate::record::StreamId;
+use crate::streams::{
+    AddOptions, AutoClaim, ClaimOptions, GroupRead, ReadGroupOptions, StreamError, Streams,
+};
+use crate::task::Envelope;
+
+/// The stream of tasks waiting for their time.
+pub(crate) const SCHEDULED: &str = "orca:scheduled";
+/// Where scheduled entries that are not envelopes go.
+const DEAD_SCHEDULED: &str = "orca:dead:scheduled";
+const TIMEKEEPERS: &str = "timekeepers";
+/// How long a timekeeper with nothing due waits for new entries per read.
+const IDLE_BLOCK: Duration = Duration::from_millis(250);
+/// Ids per lease renewal.
+const RENEW_CHUNK: usize = 1000;
+
+/// Stores a task to be queued at its `not_before_ms`.
+pub(crate) async fn schedule(orcastra: &Orcastra, envelope: &Envelope) -> Result<(), StreamError> {
+    orcastra.ensure_group(SCHEDULED, TIMEKEEPERS).await?;
+    let fields = vec![(Bytes::from_static(b"task"), Bytes::from(envelope.encode()))];
+    orcastra
+        .streams()
+        .add(SCHEDULED, fields, AddOptions::default())
+        .await
+        .map(drop)
+}
+
+/// One worker's timekeeper.
+pub(crate) struct Timekeeper {
+    orcastra: Orcastra,
+    name: String,
+    lease: Duration,
+    /// The entries held, by due time.
+    held: BTreeMap<(u64, StreamId), Envelope>,
+    next_reclaim: Instant,
+    next_renewal: Instant,
+}
+
+impl Timekeeper {
+    pub(crate) fn new(orcastra: Orcastra, name: String, lease: Duration) -> Self {
+        let now = Instant::now();
+        Timekeeper {
+            orcastra,
+            name,
+            lease,
+            held: BTreeMap::new(),
+            next_reclaim: now,
+            next_renewal: now + lease / 3,
+        }
+    }
+
+    /// Runs until `stop`, then hands the entries it holds to the others.
+    /// Backend errors are logged and retried with backoff.
+    pub(crate) async fn run(mut self, stop: CancellationToken) {
+        let mut failures = 0u32;
+        while !stop.is_cancelled() {
+            let step = tokio::select! {
+                step = self.step() => step,
+                () = stop.cancelled() => break,
+            };
+            match step {
+                Ok(()) => failures = 0,
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = BACKEND_RETRY.delay(failures - 1, fastrand::f64());
+                    tracing::warn!(timekeeper = %self.name, %error, ?delay, "scheduling failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        self.release().await;
+    }
+
+    /// Moves what is due, reclaims and renews when it is time, and waits
+    /// for new entries until the next one is due.
+    async fn step(&mut self) -> Result<(), StreamError> {
+        self.orcastra.ensure_group(SCHEDULED, TIMEKEEPERS).await?;
+        self.move_due().await?;
+        if Instant::now() >= self.next_reclaim {
+            self.next_reclaim = Instant::now() + self.lease / 4;
+            self.reclaim().await?;
+        }
+        if Instant::now() >= self.next_renewal {
+            self.next_renewal = Instant::now() + self.lease / 3;
+            self.renew(ClaimOptions {
+                just_id: true,
+                ..ClaimOptions::default()
+            })
+            .await?;
+        }
+        let until_due = self.held.keys().next().map_or(IDLE_BLOCK, |&(due, _)| {
+            Duration::from_millis(due.saturating_sub(now_ms()))
+        });
+        let options = ReadGroupOptions {
+            count: Some(1024),
+            // No wait (`None`) when something is due now: BLOCK 0 waits forever.
+            block: Some(until_due.min(IDLE_BLOCK)).filter(|block| !block.is_zero()),
+            no_ack: false,
+        };
+        let read = self
+            .orcastra
+            .streams()
+            .read_group(
+                TIMEKEEPERS,
+                &self.name,
+                &[(SCHEDULED, GroupRead::New)],
+                options,
+            )
+            .await?;
+        for (_, entries) in read {
+            for entry in entries {
+                self.hold(entry.id, entry.fields.unwrap_or_default())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn hold(&mut self, id: StreamId, fields: Vec<(Bytes, Bytes)>) -> Result<(), StreamError> {
+        let envelope = fields
+            .iter()
+            .find(|(name, _)| name == "task")
+            .ok_or_else(|| "the entry has no `task` field".to_string())
+            .and_then(|(_, task)| Envelope::decode(task).map_err(|e| e.to_string()));
+        match envelope {
+            Ok(envelope) => {
+                self.held.insert((envelope.not_before_ms, id), envelope);
+                Ok(())
+            }
+            Err(reason) => {
+                tracing::warn!(timekeeper = %self.name, %id, %reason, "a scheduled entry is not a task");
+                let mut fields = fields;
+                fields.push((Bytes::from_static(b"reason"), Bytes::from(reason)));
+                let streams = self.orcastra.streams();
+                streams
+                    .add(DEAD_SCHEDULED, fields, AddOptions::default())
+                    .await?;
+                streams.ack(SCHEDULED, TIMEKEEPERS, &[id]).await.map(drop)
+            }
+        }
+    }
+
+    async fn move_due(&mut self) -> Result<(), StreamError> {
+        let now = now_ms();
+        while let Some(entry) = self.held.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let id = entry.key().1;
+            self.orcastra.enqueue(entry.get()).await?;
+            self.orcastra
+                .streams()
+                .ack(SCHEDULED, TIMEKEEPERS, &[id])
+                .await?;
+            entry.remove();
+        }
+        Ok(())
+    }
+
+    /// Takes the entries of timekeepers that died (idle for a lease).
+    async fn reclaim(&mut self) -> Result<(), StreamError> {
+        let mut start = StreamId::MIN;
+        loop {
+            let options = AutoClaim {
+                min_idle: self.lease,
+                start,
+                count: 1024,
+                just_id: false,
+            };
+            let claimed = self
+                .orcastra
+                .streams()
+                .auto_claim(SCHEDULED, TIMEKEEPERS, &self.name, options)
+                .await?;
+            for entry in claimed.claimed {
+                self.hold(entry.id, entry.fields).await?;
+            }
+            if claimed.next == StreamId::MIN {
+                return Ok(());
+            }
+            start = claimed.next;
+        }
+    }
+
+    /// Claims the held entries again with `options`: JUSTID renews their
+    /// lease; a delivery time at the epoch releases them.
+    async fn renew(&self, options: ClaimOptions) -> Result<(), StreamError> {
+        let ids: Vec<StreamId> = self.held.keys().map(|&(_, id)| id).collect();
+        for chunk in ids.chunks(RENEW_CHUNK) {
+            self.orcastra
+                .streams()
+                .claim(
+                    SCHEDULED,
+                    TIMEKEEPERS,
+                    &self.name,
+                    Duration::ZERO,
+                    chunk,
+                    options,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the held entries to the other timekeepers at once.
+    async fn release(&self) {
+        let release = ClaimOptions {
+            time_ms: Some(RELEASED_AT_MS),
+            just_id: true,
+            ..ClaimOptions::default()
+        };
+        if let Err(error) = self.renew(release).await {
+            tracing::warn!(timekeeper = %self.name, %error, "cannot release scheduled tasks; they wait for their lease to run out");
+        }
+    }
+}
