@@ -285,6 +285,27 @@ impl Orcastra {
         self.inner.states.get(id)
     }
 
+    /// Cancels a task: one that waits in its queue or for its time never
+    /// runs; a running one sees its [`TaskContext`](crate::task::TaskContext)
+    /// cancelled and should stop. Either way it ends `Cancelled`. Returns
+    /// false, and changes nothing, if the task has already ended or this
+    /// process has not seen it (yet).
+    pub async fn cancel(&self, id: TaskId) -> Result<bool, Error> {
+        let Some(current) = self.state(id) else {
+            return Ok(false);
+        };
+        if current.state.is_final() {
+            return Ok(false);
+        }
+        let mut cancelled = RunState::new(id, &current.name, State::Cancelled, current.attempt);
+        cancelled.error = Some("cancelled".into());
+        self.inner
+            .states
+            .record(&self.inner.streams, &cancelled)
+            .await?;
+        Ok(true)
+    }
+
     /// A worker to configure and start.
     pub fn worker(&self) -> WorkerBuilder {
         WorkerBuilder::new(self.clone())

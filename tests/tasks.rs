@@ -109,6 +109,15 @@ async fn flaky(key: String, failures: usize) -> Result<usize, String> {
     Ok(call)
 }
 
+/// Waits to be cancelled, and says so.
+#[orca_task(queue = "timing")]
+async fn patient(key: String, context: TaskContext) -> Result<(), String> {
+    count_call(&key);
+    context.cancelled().await;
+    count_call(&format!("{key}-saw-cancel"));
+    Err("stopped".into())
+}
+
 /// Polls until `key` has been called `n` times.
 async fn called(key: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -465,6 +474,55 @@ async fn delayed_tasks_run_on_time_and_once(s: Subject) {
     assert_eq!(calls(&key), 1);
 }
 
+async fn cancelled_tasks_never_run_and_running_ones_are_told(s: Subject) {
+    let queued = format!("queued-{}", orcastra::task::TaskId::new());
+    let delayed = format!("delayed-{}", orcastra::task::TaskId::new());
+    let marker = format!("marker-{}", orcastra::task::TaskId::new());
+    let later = |ms| orcastra::SubmitOptions {
+        delay: Some(Duration::from_millis(ms)),
+        ..Default::default()
+    };
+    // Cancelled while queued (no worker yet) and while waiting for its time.
+    let first = flaky::submit(&s.orca, queued.clone(), 0).await.unwrap();
+    let second = s
+        .orca
+        .submit_with(flaky::task(), (delayed.clone(), 0), later(100))
+        .await
+        .unwrap();
+    assert!(s.orca.cancel(first.id()).await.unwrap());
+    assert!(s.orca.cancel(second.id()).await.unwrap());
+    let worker = s
+        .orca
+        .worker()
+        .concurrency(2)
+        .register(flaky::task())
+        .register(patient::task())
+        .start()
+        .await
+        .unwrap();
+    // Due after both: once it has run, they would have.
+    let after = s
+        .orca
+        .submit_with(flaky::task(), (marker.clone(), 0), later(150))
+        .await
+        .unwrap();
+    assert_eq!(after.result().await.unwrap().unwrap(), 1);
+    for (handle, key) in [(&first, &queued), (&second, &delayed)] {
+        assert_eq!(failure(handle).await.state, State::Cancelled);
+        assert_eq!(calls(key), 0, "{key} ran");
+    }
+    assert!(!s.orca.cancel(after.id()).await.unwrap(), "it has ended");
+
+    // Cancelled while running: the task sees it and ends cancelled.
+    let key = format!("patient-{}", orcastra::task::TaskId::new());
+    let running = patient::submit(&s.orca, key.clone()).await.unwrap();
+    called(&key, 1).await;
+    assert!(s.orca.cancel(running.id()).await.unwrap());
+    assert_eq!(failure(&running).await.state, State::Cancelled);
+    called(&format!("{key}-saw-cancel"), 1).await;
+    worker.stop().await;
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -490,6 +548,7 @@ suite!(
     stopping_releases_unfinished_tasks_at_once,
     failures_are_retried_after_a_backoff,
     delayed_tasks_run_on_time_and_once,
+    cancelled_tasks_never_run_and_running_ones_are_told,
 );
 
 // One at a time: it counts the gated tasks running in the whole process.

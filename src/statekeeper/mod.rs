@@ -35,12 +35,18 @@ pub enum State {
     /// It can never run: its arguments do not decode, no worker knows its
     /// name, or it was delivered too many times. It is in the dead letters.
     Dead,
+    /// Someone cancelled it: it will not run (again); if it was running, it
+    /// was asked to stop.
+    Cancelled,
 }
 
 impl State {
     /// Whether the task is finished: no state follows this one.
     pub fn is_final(self) -> bool {
-        matches!(self, State::Succeeded | State::Failed | State::Dead)
+        matches!(
+            self,
+            State::Succeeded | State::Failed | State::Dead | State::Cancelled
+        )
     }
 
     /// Whether the attempt it belongs to is over (a retry, if any, is the
@@ -58,6 +64,7 @@ impl State {
             State::Succeeded => "succeeded",
             State::Failed => "failed",
             State::Dead => "dead",
+            State::Cancelled => "cancelled",
         }
     }
 
@@ -70,6 +77,7 @@ impl State {
             State::Succeeded,
             State::Failed,
             State::Dead,
+            State::Cancelled,
         ]
         .into_iter()
         .find(|state| state.name().as_bytes() == name)
@@ -83,7 +91,9 @@ impl State {
         match self {
             State::Queued | State::Scheduled => 0,
             State::Running => 1,
-            State::Retrying | State::Succeeded | State::Failed | State::Dead => 2,
+            State::Retrying | State::Succeeded | State::Failed | State::Dead | State::Cancelled => {
+                2
+            }
         }
     }
 }
@@ -203,6 +213,11 @@ impl StateKeeper {
     /// The latest state of task `id`, if this process has seen it.
     pub(crate) fn get(&self, id: TaskId) -> Option<RunState> {
         self.states.lock().get(&id).cloned()
+    }
+
+    /// Completes when a state is next recorded or read.
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// Waits until task `id` reaches a final state.

@@ -166,6 +166,7 @@ impl WorkerBuilder {
         });
         let fetch = tokio::spawn(Arc::clone(&shared).fetch_loop(queues, stop.clone()));
         tokio::spawn(Arc::clone(&shared).renew_loop(renewing.clone()));
+        tokio::spawn(Arc::clone(&shared).cancel_loop(renewing.clone()));
         let timekeeper =
             Timekeeper::new(shared.orcastra.clone(), shared.name.clone(), shared.lease);
         tokio::spawn(timekeeper.run(stop.clone()));
@@ -227,6 +228,10 @@ impl Drop for Worker {
 
 /// A task being run, keyed by its queue and entry id.
 struct InFlight {
+    /// The task.
+    task: TaskId,
+    /// The token the task sees: cancelled when someone cancels the task.
+    cancel: CancellationToken,
     /// Cancelled to abandon the run without recording an end: the task
     /// is released to other workers.
     release: CancellationToken,
@@ -403,6 +408,29 @@ impl Shared {
         Ok(reclaimed)
     }
 
+    /// Passes cancellation requests (recorded as the state `Cancelled`, by
+    /// any process) to the tasks in flight, until `stop`.
+    async fn cancel_loop(self: Arc<Self>, stop: CancellationToken) {
+        let states = &self.orcastra.inner().states;
+        loop {
+            let changed = states.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            for run in self.in_flight.lock().values() {
+                if states
+                    .get(run.task)
+                    .is_some_and(|s| s.state == State::Cancelled)
+                {
+                    run.cancel.cancel();
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = changed => {}
+            }
+        }
+    }
+
     /// Renews the leases of the tasks in flight, three times per lease,
     /// until cancelled.
     async fn renew_loop(self: Arc<Self>, renewing: CancellationToken) {
@@ -508,12 +536,13 @@ impl Shared {
             return;
         };
         if let Some(seen) = self.orcastra.state(envelope.id)
-            && (seen.attempt > envelope.attempt
+            && (seen.state == State::Cancelled
+                || seen.attempt > envelope.attempt
                 || (seen.attempt == envelope.attempt && seen.state.ends_attempt()))
         {
-            // A copy of a run that already ended (a timekeeper crashed
-            // between queueing it and acknowledging the schedule).
-            tracing::info!(worker = %self.name, task = %envelope.id, "skipped a duplicate of a finished run");
+            // Cancelled, or a copy of a run that already ended (a timekeeper
+            // crashed between queueing it and acknowledging the schedule).
+            tracing::info!(worker = %self.name, task = %envelope.id, state = ?seen.state, "skipped a task that must not run");
             self.ack(queue, id).await;
             return;
         }
@@ -545,13 +574,14 @@ impl Shared {
         self.in_flight.lock().insert(
             key.clone(),
             InFlight {
+                task: envelope.id,
+                cancel: cancel.clone(),
                 release: release.clone(),
             },
         );
         let context = TaskContext::new(envelope.id, envelope.attempt, cancel.clone());
         let outcome = run(task.run(&envelope.args, context), timeout, &release).await;
         self.in_flight.lock().remove(&key);
-        cancel.cancel();
         let mut end = running;
         match outcome {
             Outcome::Succeeded(json) => {
@@ -569,7 +599,8 @@ impl Shared {
                         Some(options.backoff.delay(envelope.attempt, fastrand::f64()))
                     }
                 };
-                if let Some(delay) = delay.filter(|_| envelope.attempt < retries) {
+                let cancelled = cancel.is_cancelled();
+                if let Some(delay) = delay.filter(|_| envelope.attempt < retries && !cancelled) {
                     let mut next = envelope.clone();
                     next.attempt += 1;
                     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
