@@ -149,7 +149,7 @@ impl Orcastra {
             // Holds the backend only while someone holds the handle.
             while let Some(inner) = weak.upgrade() {
                 match inner.states.catch_up(&inner.streams, FOLLOW_BLOCK).await {
-                    Ok(()) => failures = 0,
+                    Ok(_) => failures = 0,
                     Err(error) => {
                         failures = failures.saturating_add(1);
                         let delay = BACKEND_RETRY.delay(failures - 1, fastrand::f64());
@@ -278,6 +278,13 @@ impl Orcastra {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Reads every state recorded so far.
+    pub(crate) async fn catch_up(&self) -> Result<(), StreamError> {
+        let states = &self.inner.states;
+        while states.catch_up(&self.inner.streams, Duration::ZERO).await? > 0 {}
+        Ok(())
     }
 
     /// The latest state of a task, as this process has seen it.

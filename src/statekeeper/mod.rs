@@ -250,22 +250,26 @@ impl StateKeeper {
     }
 
     /// Reads the state events recorded since the last call, waiting up to
-    /// `block` for one if there are none.
+    /// `block` for one if there are none (not at all for zero); returns how
+    /// many it read.
     pub(crate) async fn catch_up(
         &self,
         streams: &Backend,
         block: Duration,
-    ) -> Result<(), StreamError> {
+    ) -> Result<usize, StreamError> {
         let after = *self.seen.lock();
+        let block = Some(block).filter(|block| !block.is_zero());
         let read = streams
-            .read(&[(STATES, ReadFrom::After(after))], Some(4096), Some(block))
+            .read(&[(STATES, ReadFrom::After(after))], Some(4096), block)
             .await?;
+        let mut count = 0;
         for (_, entries) in read {
             if let Some(last) = entries.last() {
                 *self.seen.lock() = last.id;
             }
+            count += entries.len();
             self.apply(entries.iter().filter_map(RunState::from_entry));
         }
-        Ok(())
+        Ok(count)
     }
 }

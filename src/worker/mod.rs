@@ -153,6 +153,9 @@ impl WorkerBuilder {
         for queue in &queues {
             self.orcastra.ensure_group(queue, WORKERS).await?;
         }
+        // Know every recorded state before running anything, so that a task
+        // that ended before a crash is not run again.
+        self.orcastra.catch_up().await?;
         let stop = CancellationToken::new();
         let renewing = CancellationToken::new();
         let shared = Arc::new(Shared {

@@ -1,0 +1,195 @@
+//! Crash test of workers: real worker processes on a segment-log data
+//! directory are killed with SIGKILL in the middle of their tasks, again and
+//! again; a last worker reclaims and finishes what they left. Then every
+//! submitted task has exactly one final state, `succeeded` with its result:
+//! none lost, none finished twice.
+//!
+//! This file has its own `main` (`harness = false`): run with no arguments
+//! it is the test (`ORCASTRA_CRASH_ITERATIONS` sets the number of kills,
+//! default 8); `--submit DIR N`, `--work DIR` and `--finish DIR` are the
+//! children.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orcastra::log::{FsyncPolicy, LogOptions};
+use orcastra::prelude::*;
+use orcastra::streams::{Bound, Streams};
+use orcastra::task::TaskId;
+
+const TASKS: u64 = 300;
+const LEASE: Duration = Duration::from_millis(300);
+
+#[orca_task(queue = "crash")]
+async fn double(n: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..30))).await;
+    n * 2
+}
+
+async fn open(dir: &Path) -> Orcastra {
+    let options = LogOptions::default().fsync(FsyncPolicy::Batch);
+    Orcastra::open_with(dir.to_str().unwrap(), options)
+        .await
+        .unwrap()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = |at: usize| Path::new(&args[at + 1]).to_path_buf();
+    if let Some(at) = args.iter().position(|a| a == "--submit") {
+        runtime.block_on(submit(&dir(at)));
+    } else if let Some(at) = args.iter().position(|a| a == "--work") {
+        runtime.block_on(work(&dir(at)));
+    } else if let Some(at) = args.iter().position(|a| a == "--finish") {
+        runtime.block_on(finish(&dir(at)));
+    } else if !args.iter().any(|a| a == "--list") {
+        let kills = std::env::var("ORCASTRA_CRASH_ITERATIONS")
+            .map(|n| n.parse().expect("ORCASTRA_CRASH_ITERATIONS is a number"))
+            .unwrap_or(8);
+        runtime.block_on(parent(kills));
+        println!("tasks_crash: {kills} worker kills survived, {TASKS} tasks finished once each");
+    }
+}
+
+/// Submits the tasks and prints their ids.
+async fn submit(dir: &Path) {
+    let orca = open(dir).await;
+    let mut out = std::io::stdout().lock();
+    for n in 0..TASKS {
+        let handle = double::submit(&orca, n).await.unwrap();
+        writeln!(out, "{} {n}", handle.id()).unwrap();
+    }
+}
+
+/// Works until killed.
+async fn work(dir: &Path) {
+    let orca = open(dir).await;
+    let _worker = orca
+        .worker()
+        .concurrency(8)
+        .lease(LEASE)
+        .register(double::task())
+        .start()
+        .await
+        .unwrap();
+    std::future::pending::<()>().await;
+}
+
+/// Works until every task has ended, then stops gracefully.
+async fn finish(dir: &Path) {
+    let orca = open(dir).await;
+    let ids: Vec<TaskId> = std::fs::read_to_string(dir.join("ids"))
+        .unwrap()
+        .lines()
+        .map(|line| line.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let worker = orca
+        .worker()
+        .concurrency(8)
+        .lease(LEASE)
+        .register(double::task())
+        .start()
+        .await
+        .unwrap();
+    while !ids
+        .iter()
+        .all(|&id| orca.state(id).is_some_and(|s| s.state.is_final()))
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.stop().await;
+}
+
+fn child(mode: &str, dir: &Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .arg(mode)
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn parent(kills: usize) {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+
+    let mut submitter = child("--submit", dir);
+    let ids: Vec<(TaskId, u64)> = BufReader::new(submitter.stdout.take().unwrap())
+        .lines()
+        .map(|line| {
+            let line = line.unwrap();
+            let (id, n) = line.split_once(' ').unwrap();
+            (id.parse().unwrap(), n.parse().unwrap())
+        })
+        .collect();
+    assert!(submitter.wait().unwrap().success());
+    assert_eq!(ids.len() as u64, TASKS);
+    let listing: String = ids.iter().map(|(id, n)| format!("{id} {n}\n")).collect();
+    std::fs::write(dir.join("ids"), listing).unwrap();
+
+    let mut rng = fastrand::Rng::new();
+    for _ in 0..kills {
+        let mut worker = child("--work", dir);
+        std::thread::sleep(Duration::from_millis(rng.u64(100..500)));
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+    }
+    let mut finisher = child("--finish", dir);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = finisher.try_wait().unwrap() {
+            assert!(status.success(), "the finishing worker failed");
+            break;
+        }
+        if Instant::now() > deadline {
+            finisher.kill().unwrap();
+            panic!("the finishing worker did not finish every task in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Every task: exactly one final state, succeeded, with its result.
+    let orca = open(dir).await;
+    let events = orca
+        .streams()
+        .range("orca:states", Bound::Min, Bound::Max, None)
+        .await
+        .unwrap();
+    let field = |fields: &[(bytes::Bytes, bytes::Bytes)], name: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+    };
+    let mut finals: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+    let mut runs = 0;
+    for event in &events {
+        let state = field(&event.fields, "state").unwrap();
+        runs += usize::from(state == "running");
+        if ["succeeded", "failed", "dead", "cancelled"].contains(&state.as_str()) {
+            finals
+                .entry(field(&event.fields, "id").unwrap())
+                .or_default()
+                .push((state, field(&event.fields, "result")));
+        }
+    }
+    // The kills interrupted runs, which ran again elsewhere.
+    assert!(runs > ids.len(), "no run was interrupted: {runs} runs");
+    for (id, n) in &ids {
+        let ends = finals.get(&id.to_string()).cloned().unwrap_or_default();
+        assert_eq!(
+            ends,
+            vec![("succeeded".to_string(), Some((n * 2).to_string()))],
+            "task {id} ({n})"
+        );
+    }
+}
