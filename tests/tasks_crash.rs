@@ -1,12 +1,12 @@
 //! Crash test of workers: real worker processes on a segment-log data
 //! directory are killed with SIGKILL in the middle of their tasks, again and
 //! again; a last worker reclaims and finishes what they left. Then every
-//! submitted task has exactly one final state, `succeeded` with its result:
+//! submitted task (40 per kill) has exactly one final state, `succeeded` with its result:
 //! none lost, none finished twice.
 //!
 //! This file has its own `main` (`harness = false`): run with no arguments
 //! it is the test (`ORCASTRA_CRASH_ITERATIONS` sets the number of kills,
-//! default 8); `--submit DIR N`, `--work DIR` and `--finish DIR` are the
+//! default 8); `--submit DIR TASKS`, `--work DIR` and `--finish DIR` are the
 //! children.
 
 use std::collections::HashMap;
@@ -20,7 +20,8 @@ use orcastra::prelude::*;
 use orcastra::streams::{Bound, Streams};
 use orcastra::task::TaskId;
 
-const TASKS: u64 = 300;
+/// Tasks per kill: enough that every worker is killed mid-work.
+const TASKS_PER_KILL: u64 = 40;
 const LEASE: Duration = Duration::from_millis(300);
 
 #[orca_task(queue = "crash")]
@@ -45,7 +46,8 @@ fn main() {
         .unwrap();
     let dir = |at: usize| Path::new(&args[at + 1]).to_path_buf();
     if let Some(at) = args.iter().position(|a| a == "--submit") {
-        runtime.block_on(submit(&dir(at)));
+        let tasks = args[at + 2].parse().expect("--submit DIR TASKS");
+        runtime.block_on(submit(&dir(at), tasks));
     } else if let Some(at) = args.iter().position(|a| a == "--work") {
         runtime.block_on(work(&dir(at)));
     } else if let Some(at) = args.iter().position(|a| a == "--finish") {
@@ -54,16 +56,16 @@ fn main() {
         let kills = std::env::var("ORCASTRA_CRASH_ITERATIONS")
             .map(|n| n.parse().expect("ORCASTRA_CRASH_ITERATIONS is a number"))
             .unwrap_or(8);
-        runtime.block_on(parent(kills));
-        println!("tasks_crash: {kills} worker kills survived, {TASKS} tasks finished once each");
+        let tasks = runtime.block_on(parent(kills));
+        println!("tasks_crash: {kills} worker kills survived, {tasks} tasks finished once each");
     }
 }
 
 /// Submits the tasks and prints their ids.
-async fn submit(dir: &Path) {
+async fn submit(dir: &Path, tasks: u64) {
     let orca = open(dir).await;
     let mut out = std::io::stdout().lock();
-    for n in 0..TASKS {
+    for n in 0..tasks {
         let handle = double::submit(&orca, n).await.unwrap();
         writeln!(out, "{} {n}", handle.id()).unwrap();
     }
@@ -108,21 +110,24 @@ async fn finish(dir: &Path) {
     worker.stop().await;
 }
 
-fn child(mode: &str, dir: &Path) -> std::process::Child {
+fn child(mode: &str, dir: &Path, extra: &[String]) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
         .arg(mode)
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap()
 }
 
-async fn parent(kills: usize) {
+/// Runs the kills; returns how many tasks there were.
+async fn parent(kills: usize) -> u64 {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path();
+    let tasks = TASKS_PER_KILL * kills.max(1) as u64;
 
-    let mut submitter = child("--submit", dir);
+    let mut submitter = child("--submit", dir, &[tasks.to_string()]);
     let ids: Vec<(TaskId, u64)> = BufReader::new(submitter.stdout.take().unwrap())
         .lines()
         .map(|line| {
@@ -132,18 +137,18 @@ async fn parent(kills: usize) {
         })
         .collect();
     assert!(submitter.wait().unwrap().success());
-    assert_eq!(ids.len() as u64, TASKS);
+    assert_eq!(ids.len() as u64, tasks);
     let listing: String = ids.iter().map(|(id, n)| format!("{id} {n}\n")).collect();
     std::fs::write(dir.join("ids"), listing).unwrap();
 
     let mut rng = fastrand::Rng::new();
     for _ in 0..kills {
-        let mut worker = child("--work", dir);
+        let mut worker = child("--work", dir, &[]);
         std::thread::sleep(Duration::from_millis(rng.u64(100..500)));
         worker.kill().unwrap();
         worker.wait().unwrap();
     }
-    let mut finisher = child("--finish", dir);
+    let mut finisher = child("--finish", dir, &[]);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(status) = finisher.try_wait().unwrap() {
@@ -192,4 +197,5 @@ async fn parent(kills: usize) {
             "task {id} ({n})"
         );
     }
+    tasks
 }
