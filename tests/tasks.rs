@@ -118,6 +118,18 @@ async fn patient(key: String, context: TaskContext) -> Result<(), String> {
     Err("stopped".into())
 }
 
+/// Reports progress, then waits for the gate.
+static PROGRESS_GATE: Semaphore = Semaphore::const_new(0);
+
+#[orca_task(queue = "timing")]
+async fn reporting(steps: u32, context: TaskContext) -> u32 {
+    context
+        .report_progress(&serde_json::json!({"done": 1, "of": steps}))
+        .unwrap();
+    PROGRESS_GATE.acquire().await.unwrap().forget();
+    steps
+}
+
 /// Polls until `key` has been called `n` times.
 async fn called(key: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -523,6 +535,31 @@ async fn cancelled_tasks_never_run_and_running_ones_are_told(s: Subject) {
     worker.stop().await;
 }
 
+async fn running_tasks_report_progress(s: Subject) {
+    let worker = s
+        .orca
+        .worker()
+        .register(reporting::task())
+        .start()
+        .await
+        .unwrap();
+    let handle = reporting::submit(&s.orca, 4).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = s.orca.state(handle.id());
+        if let Some(progress) = state.as_ref().and_then(|s| s.progress.clone()) {
+            assert_eq!(state.unwrap().state, State::Running);
+            assert_eq!(&progress[..], br#"{"done":1,"of":4}"#);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress reported");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    PROGRESS_GATE.add_permits(1);
+    assert_eq!(handle.result().await.unwrap().unwrap(), 4);
+    worker.stop().await;
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -549,6 +586,7 @@ suite!(
     failures_are_retried_after_a_backoff,
     delayed_tasks_run_on_time_and_once,
     cancelled_tasks_never_run_and_running_ones_are_told,
+    running_tasks_report_progress,
 );
 
 // One at a time: it counts the gated tasks running in the whole process.

@@ -115,6 +115,8 @@ pub struct RunState {
     pub result: Option<Bytes>,
     /// Why it failed or is dead.
     pub error: Option<String>,
+    /// The JSON of the progress it last reported while running.
+    pub progress: Option<Bytes>,
     /// When this state was recorded, in milliseconds since the Unix epoch.
     pub updated_ms: u64,
 }
@@ -130,6 +132,7 @@ impl RunState {
             worker: None,
             result: None,
             error: None,
+            progress: None,
             updated_ms: 0,
         }
     }
@@ -156,6 +159,9 @@ impl RunState {
         if let Some(error) = &self.error {
             fields.push((Bytes::from_static(b"error"), Bytes::from(error.clone())));
         }
+        if let Some(progress) = &self.progress {
+            fields.push((Bytes::from_static(b"progress"), progress.clone()));
+        }
         fields
     }
 
@@ -178,6 +184,7 @@ impl RunState {
             worker: text("worker").map(str::to_string),
             result: field("result").cloned(),
             error: text("error").map(str::to_string),
+            progress: field("progress").cloned(),
             updated_ms: entry.id.ms,
         })
     }

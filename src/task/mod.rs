@@ -47,10 +47,13 @@ pub(crate) mod task_capnp;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use envelope::{Envelope, EnvelopeError, TaskId};
@@ -232,22 +235,38 @@ impl From<Box<dyn std::error::Error + Send + Sync>> for TaskError {
     }
 }
 
-/// What a running task knows about its run. A task receives it by taking a
-/// `TaskContext` argument.
+/// What a running task knows about its run, and how it reports progress. A
+/// task receives it by taking a `TaskContext` argument.
 #[derive(Clone, Debug)]
 pub struct TaskContext {
     id: TaskId,
     attempt: u32,
     cancel: CancellationToken,
+    progress: Option<Arc<watch::Sender<Option<Bytes>>>>,
 }
 
 impl TaskContext {
-    /// The context of run `attempt` (0 for the first) of task `id`.
+    /// The context of run `attempt` (0 for the first) of task `id`, for
+    /// running a task by hand: its progress reports go nowhere.
     pub fn new(id: TaskId, attempt: u32, cancel: CancellationToken) -> Self {
         TaskContext {
             id,
             attempt,
             cancel,
+            progress: None,
+        }
+    }
+
+    /// A worker's context, whose progress reports reach `progress`.
+    pub(crate) fn reporting(
+        id: TaskId,
+        attempt: u32,
+        cancel: CancellationToken,
+        progress: watch::Sender<Option<Bytes>>,
+    ) -> Self {
+        TaskContext {
+            progress: Some(Arc::new(progress)),
+            ..TaskContext::new(id, attempt, cancel)
         }
     }
 
@@ -270,6 +289,17 @@ impl TaskContext {
     /// Completes when cancellation is requested.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await
+    }
+
+    /// Reports progress (any value that serializes to JSON), recorded with
+    /// the task's run state for everyone to see. Reports that come faster
+    /// than they are recorded are coalesced: the latest one wins.
+    pub fn report_progress(&self, progress: &impl Serialize) -> Result<(), serde_json::Error> {
+        let json = Bytes::from(serde_json::to_vec(progress)?);
+        if let Some(sender) = &self.progress {
+            sender.send_replace(Some(json));
+        }
+        Ok(())
     }
 }
 

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -582,8 +582,21 @@ impl Shared {
                 release: release.clone(),
             },
         );
-        let context = TaskContext::new(envelope.id, envelope.attempt, cancel.clone());
-        let outcome = run(task.run(&envelope.args, context), timeout, &release).await;
+        let (progress, mut reports) = watch::channel(None);
+        let context =
+            TaskContext::reporting(envelope.id, envelope.attempt, cancel.clone(), progress);
+        let run = run(task.run(&envelope.args, context), timeout, &release);
+        tokio::pin!(run);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                Ok(()) = reports.changed() => {
+                    let mut report = running.clone();
+                    report.progress = reports.borrow_and_update().clone();
+                    self.record(&report).await;
+                }
+            }
+        };
         self.in_flight.lock().remove(&key);
         let mut end = running;
         match outcome {
