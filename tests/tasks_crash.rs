@@ -2,12 +2,13 @@
 //! directory are killed with SIGKILL in the middle of their tasks, again and
 //! again; a last worker reclaims and finishes what they left. Then every
 //! submitted task (40 per kill) has exactly one final state, `succeeded` with its result:
-//! none lost, none finished twice.
+//! none lost, none finished twice. Then a worker process gets SIGTERM while
+//! a task runs: it lets the task finish and exits cleanly.
 //!
 //! This file has its own `main` (`harness = false`): run with no arguments
 //! it is the test (`ORCASTRA_CRASH_ITERATIONS` sets the number of kills,
-//! default 8); `--submit DIR TASKS`, `--work DIR` and `--finish DIR` are the
-//! children.
+//! default 8); `--submit DIR TASKS`, `--work DIR`, `--finish DIR` and
+//! `--until-signal DIR` are the children.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -52,12 +53,16 @@ fn main() {
         runtime.block_on(work(&dir(at)));
     } else if let Some(at) = args.iter().position(|a| a == "--finish") {
         runtime.block_on(finish(&dir(at)));
+    } else if let Some(at) = args.iter().position(|a| a == "--until-signal") {
+        runtime.block_on(until_signal(&dir(at)));
     } else if !args.iter().any(|a| a == "--list") {
         let kills = std::env::var("ORCASTRA_CRASH_ITERATIONS")
             .map(|n| n.parse().expect("ORCASTRA_CRASH_ITERATIONS is a number"))
             .unwrap_or(8);
         let tasks = runtime.block_on(parent(kills));
         println!("tasks_crash: {kills} worker kills survived, {tasks} tasks finished once each");
+        runtime.block_on(sigterm_stops_gracefully());
+        println!("tasks_crash: SIGTERM let the running task finish");
     }
 }
 
@@ -108,6 +113,61 @@ async fn finish(dir: &Path) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     worker.stop().await;
+}
+
+/// A worker that runs until SIGINT or SIGTERM; prints `running` once its
+/// task runs, so the parent knows when to signal.
+#[orca_task(queue = "signals")]
+async fn announced(millis: u64) -> u64 {
+    println!("running");
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    millis
+}
+
+async fn until_signal(dir: &Path) {
+    let orca = open(dir).await;
+    let worker = orca
+        .worker()
+        .register(announced::task())
+        .start()
+        .await
+        .unwrap();
+    let stopped = worker.stop_on_signal(Duration::from_secs(30)).unwrap();
+    announced::submit(&orca, 300).await.unwrap();
+    stopped.await;
+}
+
+/// SIGTERM while a task runs: the worker stops fetching, lets the task
+/// finish, and exits cleanly.
+async fn sigterm_stops_gracefully() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut worker = child("--until-signal", temp.path(), &[]);
+    let mut lines = BufReader::new(worker.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "running");
+    let sent = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    assert!(
+        worker.wait().unwrap().success(),
+        "the worker did not exit cleanly"
+    );
+    let orca = open(temp.path()).await;
+    let events = orca
+        .streams()
+        .range("orca:states", Bound::Min, Bound::Max, None)
+        .await
+        .unwrap();
+    let succeeded = events
+        .iter()
+        .filter(|e| {
+            e.fields
+                .iter()
+                .any(|(k, v)| k == "state" && v == "succeeded")
+        })
+        .count();
+    assert_eq!(succeeded, 1, "the running task did not finish");
 }
 
 fn child(mode: &str, dir: &Path, extra: &[String]) -> std::process::Child {

@@ -220,6 +220,26 @@ impl Worker {
         let grace = self.shared.lease;
         self.stop_within(grace).await
     }
+
+    /// Listens for SIGINT (Ctrl-C) and SIGTERM from now on; the future
+    /// returned completes once either came and the worker stopped gracefully
+    /// within `grace`. For a worker process's `main`.
+    pub fn stop_on_signal(
+        self,
+        grace: Duration,
+    ) -> std::io::Result<impl Future<Output = ()> + Send> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            let received = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            tracing::info!(worker = %self.shared.name, signal = received, "stopping");
+            self.stop_within(grace).await;
+        })
+    }
 }
 
 impl Drop for Worker {
