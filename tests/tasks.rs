@@ -139,6 +139,11 @@ async fn called(key: &str, n: usize) {
     }
 }
 
+/// A worker of one task, with the defaults.
+async fn worker_for<T: orcastra::task::Task>(s: &Subject, task: T) -> orcastra::worker::Worker {
+    s.orca.worker().register(task).start().await.unwrap()
+}
+
 /// A backend under test, and what keeps its files or server alive.
 struct Subject {
     orca: Orcastra,
@@ -249,13 +254,7 @@ async fn errors_panics_and_timeouts_fail_the_task(s: Subject) {
 async fn tasks_that_cannot_run_go_to_the_dead_letters(s: Subject) {
     // A worker that knows only `divide` gets a task it does not know,
     // arguments that do not decode, and an entry that is not a task.
-    let worker = s
-        .orca
-        .worker()
-        .register(divide::task())
-        .start()
-        .await
-        .unwrap();
+    let worker = worker_for(&s, divide::task()).await;
     let unknown = explode::submit(&s.orca, "never".into()).await.unwrap();
     let streams = s.orca.streams();
     let bad_args = Envelope::new("divide", "math", &br#"["ten", 2]"#[..], 1);
@@ -416,13 +415,7 @@ async fn stopping_releases_unfinished_tasks_at_once(s: Subject) {
 
 async fn failures_are_retried_after_a_backoff(s: Subject) {
     let key = format!("flaky-{}", orcastra::task::TaskId::new());
-    let worker = s
-        .orca
-        .worker()
-        .register(flaky::task())
-        .start()
-        .await
-        .unwrap();
+    let worker = worker_for(&s, flaky::task()).await;
     let handle = flaky::submit(&s.orca, key.clone(), 2).await.unwrap();
     assert_eq!(handle.result().await.unwrap().unwrap(), 3);
     assert_eq!(s.orca.state(handle.id()).unwrap().attempt, 2);
@@ -451,20 +444,8 @@ async fn failures_are_retried_after_a_backoff(s: Subject) {
 async fn delayed_tasks_run_on_time_and_once(s: Subject) {
     let key = format!("delayed-{}", orcastra::task::TaskId::new());
     // Two workers, so that a task leased early or queued twice would run twice.
-    let a = s
-        .orca
-        .worker()
-        .register(flaky::task())
-        .start()
-        .await
-        .unwrap();
-    let b = s
-        .orca
-        .worker()
-        .register(flaky::task())
-        .start()
-        .await
-        .unwrap();
+    let a = worker_for(&s, flaky::task()).await;
+    let b = worker_for(&s, flaky::task()).await;
     let delay = Duration::from_millis(300);
     let submitted = Instant::now();
     let later = orcastra::SubmitOptions {
@@ -536,13 +517,7 @@ async fn cancelled_tasks_never_run_and_running_ones_are_told(s: Subject) {
 }
 
 async fn running_tasks_report_progress(s: Subject) {
-    let worker = s
-        .orca
-        .worker()
-        .register(reporting::task())
-        .start()
-        .await
-        .unwrap();
+    let worker = worker_for(&s, reporting::task()).await;
     let handle = reporting::submit(&s.orca, 4).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -76,17 +76,21 @@ async fn submit(dir: &Path, tasks: u64) {
     }
 }
 
-/// Works until killed.
-async fn work(dir: &Path) {
-    let orca = open(dir).await;
-    let _worker = orca
-        .worker()
+/// A worker of the crash test's tasks.
+async fn start_worker(orca: &Orcastra) -> orcastra::worker::Worker {
+    orca.worker()
         .concurrency(8)
         .lease(LEASE)
         .register(double::task())
         .start()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Works until killed.
+async fn work(dir: &Path) {
+    let orca = open(dir).await;
+    let _worker = start_worker(&orca).await;
     std::future::pending::<()>().await;
 }
 
@@ -98,14 +102,7 @@ async fn finish(dir: &Path) {
         .lines()
         .map(|line| line.split(' ').next().unwrap().parse().unwrap())
         .collect();
-    let worker = orca
-        .worker()
-        .concurrency(8)
-        .lease(LEASE)
-        .register(double::task())
-        .start()
-        .await
-        .unwrap();
+    let worker = start_worker(&orca).await;
     while !ids
         .iter()
         .all(|&id| orca.state(id).is_some_and(|s| s.state.is_final()))
