@@ -31,19 +31,11 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5))
         .configure_from_args();
-    let segment = temp.path().join("segment");
+    let dir = |name: &str| temp.path().join(name).display().to_string();
     let backends = [
         ("memory", "memory://".to_string(), FsyncPolicy::Never),
-        (
-            "segment_never",
-            segment.display().to_string(),
-            FsyncPolicy::Never,
-        ),
-        (
-            "segment_batch",
-            temp.path().join("batch").display().to_string(),
-            FsyncPolicy::Batch,
-        ),
+        ("segment_never", dir("never"), FsyncPolicy::Never),
+        ("segment_batch", dir("batch"), FsyncPolicy::Batch),
     ];
     for (name, url, fsync) in &backends {
         let orca = rt

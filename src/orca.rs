@@ -1,10 +1,10 @@
 //! [`Orcastra`]: a handle on a task backend, to submit tasks, follow their
 //! states and start workers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::log::LogOptions;
 use crate::record::StreamId;
 use crate::statekeeper::{RunState, State, StateKeeper};
-use crate::streams::{AddOptions, Backend, GroupStart, StreamError, Streams};
+use crate::streams::{AddOptions, Backend, Clock, GroupStart, StreamError, Streams, SystemClock};
 use crate::task::{ArgsError, Backoff, Envelope, Task, TaskId, encode_args};
 use crate::timekeeper;
 use crate::worker::WorkerBuilder;
@@ -21,13 +21,18 @@ use crate::worker::WorkerBuilder;
 /// The consumer group every worker of a queue belongs to.
 pub(crate) const WORKERS: &str = "workers";
 
-/// The stream of a queue.
+const QUEUE_PREFIX: &str = "orca:queue:";
+
+/// The stream of queue `queue`.
 pub(crate) fn queue_stream(queue: &str) -> String {
-    format!("orca:queue:{queue}")
+    format!("{QUEUE_PREFIX}{queue}")
 }
 
-/// The dead letters of a queue.
-pub(crate) fn dead_stream(queue: &str) -> String {
+/// The dead letters of the queue whose stream is `queue_stream`.
+pub(crate) fn dead_stream(queue_stream: &str) -> String {
+    let queue = queue_stream
+        .strip_prefix(QUEUE_PREFIX)
+        .unwrap_or(queue_stream);
     format!("orca:dead:{queue}")
 }
 
@@ -35,13 +40,6 @@ pub(crate) fn dead_stream(queue: &str) -> String {
 /// entry: any consumer's next reclaim takes it. (Redis reads an IDLE longer
 /// than the time since the epoch as no idle time at all, so TIME it is.)
 pub(crate) const RELEASED_AT_MS: u64 = 1;
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
 
 /// What can go wrong submitting a task or awaiting it.
 #[derive(Debug, thiserror::Error)]
@@ -119,8 +117,8 @@ pub struct Orcastra {
 pub(crate) struct Inner {
     pub(crate) streams: Backend,
     pub(crate) states: StateKeeper,
-    /// Streams and groups this process knows to exist.
-    groups: Mutex<HashSet<(String, String)>>,
+    /// Groups this process knows to exist, by stream.
+    groups: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl Orcastra {
@@ -141,7 +139,7 @@ impl Orcastra {
         let inner = Arc::new(Inner {
             streams,
             states: StateKeeper::default(),
-            groups: Mutex::new(HashSet::new()),
+            groups: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -216,7 +214,7 @@ impl Orcastra {
         options: SubmitOptions,
     ) -> Result<TaskHandle<T::Output>, Error> {
         let defaults = task.options();
-        let now = now_ms();
+        let now = SystemClock.now_ms();
         let mut envelope = Envelope::new(T::NAME, defaults.queue, encode_args::<T>(&args)?, now);
         envelope.priority = options.priority.unwrap_or(defaults.priority);
         envelope.max_retries = options.retries;
@@ -224,14 +222,14 @@ impl Orcastra {
         let delay_ms = options
             .delay
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        envelope.not_before_ms = options
+        let not_before = options
             .not_before_ms
             .unwrap_or(0)
             .max(now.saturating_add(delay_ms));
-        if options.delay.is_none() && options.not_before_ms.is_none_or(|at| at <= now) {
-            envelope.not_before_ms = 0;
+        if not_before <= now {
             self.enqueue(&envelope).await?;
         } else {
+            envelope.not_before_ms = not_before;
             timekeeper::schedule(self, &envelope).await?;
             let scheduled = RunState::new(envelope.id, T::NAME, State::Scheduled, 0);
             self.inner
@@ -262,8 +260,13 @@ impl Orcastra {
     /// Creates `stream` and its `group` if this process has not seen them
     /// yet.
     pub(crate) async fn ensure_group(&self, stream: &str, group: &str) -> Result<(), StreamError> {
-        let key = (stream.to_string(), group.to_string());
-        if self.inner.groups.lock().contains(&key) {
+        let known = self
+            .inner
+            .groups
+            .lock()
+            .get(stream)
+            .is_some_and(|g| g.contains(group));
+        if known {
             return Ok(());
         }
         let created = self
@@ -273,7 +276,11 @@ impl Orcastra {
             .await;
         match created {
             Ok(()) | Err(StreamError::BusyGroup) => {
-                self.inner.groups.lock().insert(key);
+                let mut groups = self.inner.groups.lock();
+                groups
+                    .entry(stream.to_string())
+                    .or_default()
+                    .insert(group.to_string());
                 Ok(())
             }
             Err(e) => Err(e),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use orcastra::prelude::*;
-use orcastra::streams::{AddOptions, Bound, Streams};
+use orcastra::streams::{AddOptions, Bound, Streams, field};
 use orcastra::task::Envelope;
 use orcastra::{Orcastra, TaskFailure};
 use tempfile::TempDir;
@@ -290,10 +290,7 @@ async fn tasks_that_cannot_run_go_to_the_dead_letters(s: Subject) {
         .unwrap();
     let reasons: Vec<String> = dead
         .iter()
-        .map(|e| {
-            let (_, reason) = e.fields.iter().find(|(k, _)| k == "reason").unwrap();
-            String::from_utf8_lossy(reason).into_owned()
-        })
+        .map(|e| String::from_utf8_lossy(field(&e.fields, "reason").unwrap()).into_owned())
         .collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(reasons[0].contains("no task named"), "{reasons:?}");

@@ -1,8 +1,8 @@
 //! Crash test of workers: real worker processes on a segment-log data
 //! directory are killed with SIGKILL in the middle of their tasks, again and
 //! again; a last worker reclaims and finishes what they left. Then every
-//! submitted task (40 per kill) has exactly one final state, `succeeded` with its result:
-//! none lost, none finished twice. Then a worker process gets SIGTERM while
+//! submitted task (40 per kill) has exactly one final state, `succeeded`
+//! with its result: none lost, none finished twice. Then a worker process gets SIGTERM while
 //! a task runs: it lets the task finish and exits cleanly.
 //!
 //! This file has its own `main` (`harness = false`): run with no arguments
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use orcastra::log::{FsyncPolicy, LogOptions};
 use orcastra::prelude::*;
-use orcastra::streams::{Bound, Streams};
+use orcastra::streams::{Bound, Streams, field};
 use orcastra::task::TaskId;
 
 /// Tasks per kill: enough that every worker is killed mid-work.
@@ -158,11 +158,7 @@ async fn sigterm_stops_gracefully() {
         .unwrap();
     let succeeded = events
         .iter()
-        .filter(|e| {
-            e.fields
-                .iter()
-                .any(|(k, v)| k == "state" && v == "succeeded")
-        })
+        .filter(|e| field(&e.fields, "state").is_some_and(|v| v == "succeeded"))
         .count();
     assert_eq!(succeeded, 1, "the running task did not finish");
 }
@@ -226,22 +222,18 @@ async fn parent(kills: usize) -> u64 {
         .range("orca:states", Bound::Min, Bound::Max, None)
         .await
         .unwrap();
-    let field = |fields: &[(bytes::Bytes, bytes::Bytes)], name: &str| {
-        fields
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
-    };
     let mut finals: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
     let mut runs = 0;
     for event in &events {
-        let state = field(&event.fields, "state").unwrap();
+        let text =
+            |name| field(&event.fields, name).map(|v| String::from_utf8_lossy(v).into_owned());
+        let state = text("state").unwrap();
         runs += usize::from(state == "running");
         if ["succeeded", "failed", "dead", "cancelled"].contains(&state.as_str()) {
             finals
-                .entry(field(&event.fields, "id").unwrap())
+                .entry(text("id").unwrap())
                 .or_default()
-                .push((state, field(&event.fields, "result")));
+                .push((state, text("result")));
         }
     }
     // The kills interrupted runs, which ran again elsewhere.

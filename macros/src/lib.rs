@@ -3,7 +3,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
-use quote::{format_ident, quote};
+use quote::quote;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
@@ -297,10 +297,9 @@ fn expand(attr: TokenStream2, function: &ItemFn) -> syn::Result<TokenStream2> {
     } else {
         quote!(::core::result::Result::Ok(#call))
     };
-    let context = format_ident!("context");
     let uses_context = arguments.iter().any(|a| matches!(a, Argument::Context));
     let context_binding = if uses_context {
-        quote!(#context)
+        quote!(context)
     } else {
         quote!(_)
     };

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::record::StreamId;
-use crate::streams::{AddOptions, Backend, Entry, ReadFrom, StreamError, Streams};
+use crate::streams::{AddOptions, Backend, Entry, ReadFrom, StreamError, Streams, field};
 use crate::task::TaskId;
 
 /// The stream of state events.
@@ -168,13 +168,7 @@ impl RunState {
     /// The state an event records; `None` for an entry that is not one
     /// (it is skipped, never fatal).
     fn from_entry(entry: &Entry) -> Option<RunState> {
-        let field = |name: &str| {
-            entry
-                .fields
-                .iter()
-                .find(|(key, _)| key == name.as_bytes())
-                .map(|(_, value)| value)
-        };
+        let field = |name: &str| field(&entry.fields, name);
         let text = |name: &str| field(name).and_then(|v| std::str::from_utf8(v).ok());
         Some(RunState {
             id: text("id")?.parse().ok()?,

@@ -50,7 +50,7 @@ pub use error::StreamError;
 pub use types::{
     AddId, AddOptions, AutoClaimed, Bound, ClaimOptions, ConsumerInfo, Entry, Fields, GroupEntry,
     GroupInfo, GroupRead, GroupStart, PendingEntry, PendingQuery, PendingSummary, ReadFrom,
-    ReadGroupOptions, StreamInfo, Trim, TrimTo,
+    ReadGroupOptions, StreamInfo, Trim, TrimTo, field,
 };
 
 use crate::record::StreamId;

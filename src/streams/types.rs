@@ -10,6 +10,22 @@ use crate::record::StreamId;
 /// An entry's field/value pairs, in order.
 pub type Fields = Vec<(Bytes, Bytes)>;
 
+/// The value of the first field called `name`.
+///
+/// ```
+/// use orcastra::streams::field;
+///
+/// let fields = vec![("task".into(), "resize".into())];
+/// assert_eq!(field(&fields, "task").map(|v| &v[..]), Some(&b"resize"[..]));
+/// assert_eq!(field(&fields, "other"), None);
+/// ```
+pub fn field<'a>(fields: &'a [(Bytes, Bytes)], name: &str) -> Option<&'a Bytes> {
+    fields
+        .iter()
+        .find(|(key, _)| key == name.as_bytes())
+        .map(|(_, value)| value)
+}
+
 /// A stream entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {

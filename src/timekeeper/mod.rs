@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::orca::{BACKEND_RETRY, Orcastra, RELEASED_AT_MS, now_ms};
+use crate::orca::{BACKEND_RETRY, Orcastra, RELEASED_AT_MS};
 use crate::record::StreamId;
 use crate::streams::{
-    AddOptions, AutoClaim, ClaimOptions, GroupRead, ReadGroupOptions, StreamError, Streams,
+    AddOptions, AutoClaim, ClaimOptions, Clock, GroupRead, ReadGroupOptions, StreamError, Streams,
+    SystemClock, field,
 };
 use crate::task::Envelope;
 
@@ -109,7 +110,7 @@ impl Timekeeper {
             .await?;
         }
         let until_due = self.held.keys().next().map_or(IDLE_BLOCK, |&(due, _)| {
-            Duration::from_millis(due.saturating_sub(now_ms()))
+            Duration::from_millis(due.saturating_sub(SystemClock.now_ms()))
         });
         let options = ReadGroupOptions {
             count: Some(1024),
@@ -137,11 +138,9 @@ impl Timekeeper {
     }
 
     async fn hold(&mut self, id: StreamId, fields: Vec<(Bytes, Bytes)>) -> Result<(), StreamError> {
-        let envelope = fields
-            .iter()
-            .find(|(name, _)| name == "task")
+        let envelope = field(&fields, "task")
             .ok_or_else(|| "the entry has no `task` field".to_string())
-            .and_then(|(_, task)| Envelope::decode(task).map_err(|e| e.to_string()));
+            .and_then(|task| Envelope::decode(task).map_err(|e| e.to_string()));
         match envelope {
             Ok(envelope) => {
                 self.held.insert((envelope.not_before_ms, id), envelope);
@@ -161,7 +160,7 @@ impl Timekeeper {
     }
 
     async fn move_due(&mut self) -> Result<(), StreamError> {
-        let now = now_ms();
+        let now = SystemClock.now_ms();
         while let Some(entry) = self.held.first_entry() {
             if entry.key().0 > now {
                 break;

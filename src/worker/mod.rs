@@ -29,17 +29,16 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::orca::{
-    BACKEND_RETRY, Orcastra, RELEASED_AT_MS, WORKERS, dead_stream, now_ms, queue_stream,
-};
+use crate::orca::{BACKEND_RETRY, Orcastra, RELEASED_AT_MS, WORKERS, dead_stream, queue_stream};
 use crate::record::StreamId;
 use crate::statekeeper::{RunState, State};
 use crate::streams::{
-    AddOptions, AutoClaim, Bound, ClaimOptions, Fields, GroupEntry, GroupRead, PendingQuery,
-    ReadGroupOptions, StreamError, Streams,
+    AddOptions, AutoClaim, Bound, ClaimOptions, Clock, Fields, GroupEntry, GroupRead, PendingQuery,
+    ReadGroupOptions, StreamError, Streams, SystemClock, field,
 };
-use crate::task::Retry;
-use crate::task::{Envelope, Task, TaskContext, TaskError, TaskId, TaskOptions, decode_args};
+use crate::task::{
+    Envelope, Retry, Task, TaskContext, TaskError, TaskId, TaskOptions, decode_args,
+};
 use crate::timekeeper::{self, Timekeeper};
 
 /// How a run ended.
@@ -362,8 +361,7 @@ impl Shared {
         };
         let read = self
             .orcastra
-            .inner()
-            .streams
+            .streams()
             .read_group(WORKERS, &self.name, &reads, options)
             .await?;
         Ok(read
@@ -386,7 +384,7 @@ impl Shared {
         free: usize,
         cursors: &mut HashMap<String, StreamId>,
     ) -> Result<Vec<Fetched>, StreamError> {
-        let streams = &self.orcastra.inner().streams;
+        let streams = self.orcastra.streams();
         let mut reclaimed = Vec::new();
         for queue in queues {
             let wanted = free - reclaimed.len();
@@ -474,8 +472,7 @@ impl Shared {
                 };
                 let renewed = self
                     .orcastra
-                    .inner()
-                    .streams
+                    .streams()
                     .claim(&queue, WORKERS, &self.name, Duration::ZERO, &ids, renew)
                     .await;
                 if let Err(error) = renewed {
@@ -501,7 +498,7 @@ impl Shared {
                 just_id: true,
                 ..ClaimOptions::default()
             };
-            let streams = &self.orcastra.inner().streams;
+            let streams = self.orcastra.streams();
             let claimed = streams
                 .claim(&queue, WORKERS, &self.name, Duration::ZERO, &[id], release)
                 .await;
@@ -530,7 +527,7 @@ impl Shared {
             self.ack(queue, id).await;
             return;
         };
-        let Some(raw) = field(&fields, "task") else {
+        let Some(raw) = field(&fields, "task").cloned() else {
             self.dead_letter(
                 queue,
                 id,
@@ -640,7 +637,7 @@ impl Shared {
                     let mut next = envelope.clone();
                     next.attempt += 1;
                     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                    next.not_before_ms = now_ms().saturating_add(delay_ms);
+                    next.not_before_ms = SystemClock.now_ms().saturating_add(delay_ms);
                     if let Err(error) = timekeeper::schedule(&self.orcastra, &next).await {
                         tracing::warn!(worker = %self.name, task = %envelope.id, %error, "cannot schedule a retry; the task stays pending");
                         return;
@@ -672,13 +669,11 @@ impl Shared {
         reason: String,
     ) {
         tracing::warn!(worker = %self.name, %queue, %id, %reason, "task moved to the dead letters");
-        let name = queue.strip_prefix("orca:queue:").unwrap_or(queue);
         fields.push((Bytes::from_static(b"reason"), Bytes::from(reason.clone())));
         let added = self
             .orcastra
-            .inner()
-            .streams
-            .add(&dead_stream(name), fields, AddOptions::default())
+            .streams()
+            .add(&dead_stream(queue), fields, AddOptions::default())
             .await;
         if let Err(error) = added {
             tracing::warn!(worker = %self.name, %error, "cannot write a dead letter; the task stays pending");
@@ -710,38 +705,31 @@ impl Shared {
     }
 
     async fn ack(&self, queue: &str, id: StreamId) {
-        if let Err(error) = self
-            .orcastra
-            .inner()
-            .streams
-            .ack(queue, WORKERS, &[id])
-            .await
-        {
+        if let Err(error) = self.orcastra.streams().ack(queue, WORKERS, &[id]).await {
             tracing::warn!(worker = %self.name, %queue, %id, %error, "cannot acknowledge a task");
         }
     }
-}
-
-fn field(fields: &Fields, name: &str) -> Option<Bytes> {
-    fields
-        .iter()
-        .find(|(key, _)| key == name.as_bytes())
-        .map(|(_, value)| value.clone())
 }
 
 /// Runs a task in a Tokio task of its own, so that a panic is a failure and
 /// a timeout or a release can abort it.
 async fn run(run: Run, timeout: Option<Duration>, release: &CancellationToken) -> Outcome {
     let mut handle = tokio::spawn(run);
-    let limit = timeout.unwrap_or(Duration::MAX);
+    let expired = async {
+        match timeout {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
     let joined = tokio::select! {
         joined = &mut handle => joined,
         () = release.cancelled() => {
             handle.abort();
             return Outcome::Released;
         }
-        () = sleep_for(limit) => {
+        () = expired => {
             handle.abort();
+            let limit = timeout.unwrap_or_default();
             return Outcome::Failed(TaskError::new(format!("timed out after {limit:?}")));
         }
     };
@@ -752,14 +740,6 @@ async fn run(run: Run, timeout: Option<Duration>, release: &CancellationToken) -
             panic_message(&error.into_panic())
         ))),
         Err(error) => Outcome::Failed(TaskError::new(format!("did not finish: {error}"))),
-    }
-}
-
-/// Sleeps for `limit`, forever if it is too long for the timer.
-async fn sleep_for(limit: Duration) {
-    match tokio::time::Instant::now().checked_add(limit) {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
