@@ -1,23 +1,64 @@
-//! No-op tasks end to end: submit, fetch, run, record the state, ack. Each
-//! iteration submits a batch of tasks and waits until a worker has finished
-//! all of them; the summary prints tasks/s per backend and concurrency.
+//! No-op tasks end to end: submit, fetch, run, record the final state,
+//! acknowledge; an iteration ends when every task it submitted has its
+//! result.
 //!
-//! Run with `cargo bench --bench tasks`. The full issue's matrix (64
-//! producers, 1 M queued, submit-to-start latency, Redis) is still to come.
+//! - `noop_<backend>/c<N>_<producers>`: 4096 tasks per iteration, through a
+//!   worker of concurrency 1, 64 or 1024, submitted by one producer one at
+//!   a time (`p1`), by 64 concurrent producers one at a time each (`p64`),
+//!   or by one producer in one `submit_many` call (`batch`);
+//! - submit-to-start latency at light load (one task at a time) and how
+//!   late delayed tasks start, as percentiles;
+//! - the drain rate with 1 k and with 1 M tasks queued ahead.
+//!
+//! Backends: memory, the segment log with fsync `never` and `batch`, and,
+//! with `--features redis`, a `redis-server` from PATH without persistence.
+//! Run with `cargo bench --bench tasks` (`ORCASTRA_BENCH_QUICK=1` runs only
+//! concurrency 64 and 1024 with 64 producers and in batches).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use orcastra::log::{FsyncPolicy, LogOptions};
 use orcastra::prelude::*;
+use orcastra::{Orcastra, SubmitOptions};
 
 mod common;
 use common::rate;
 
+#[cfg(feature = "redis")]
+#[path = "../tests/common/redis_server.rs"]
+mod redis_server;
+
 #[orca_task]
 async fn noop() {}
 
-const TASKS: usize = 1000;
+/// When the process started, for timestamps that travel as arguments.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+/// Nanoseconds from submit to start, one per `stamp` run.
+static DELAYS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+static STARTED: AtomicU64 = AtomicU64::new(0);
+
+fn now_ns() -> u64 {
+    EPOCH.elapsed().as_nanos() as u64
+}
+
+/// Records how long after `due_ns` it started.
+#[orca_task]
+async fn stamp(due_ns: u64) {
+    DELAYS.lock().unwrap().push(now_ns().saturating_sub(due_ns));
+    STARTED.fetch_add(1, Ordering::SeqCst);
+}
+
+const TASKS: usize = 4096;
+const PRODUCERS: usize = 64;
+
+struct Backend {
+    name: &'static str,
+    url: String,
+    fsync: FsyncPolicy,
+}
 
 fn main() {
     let temp = tempfile::tempdir().unwrap();
@@ -26,27 +67,54 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let quick = std::env::var_os("ORCASTRA_BENCH_QUICK").is_some();
     let mut c = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5))
+        .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     let dir = |name: &str| temp.path().join(name).display().to_string();
-    let backends = [
-        ("memory", "memory://".to_string(), FsyncPolicy::Never),
-        ("segment_never", dir("never"), FsyncPolicy::Never),
-        ("segment_batch", dir("batch"), FsyncPolicy::Batch),
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    let mut backends = vec![
+        Backend {
+            name: "memory",
+            url: "memory://".into(),
+            fsync: FsyncPolicy::Never,
+        },
+        Backend {
+            name: "segment_never",
+            url: dir("never"),
+            fsync: FsyncPolicy::Never,
+        },
+        Backend {
+            name: "segment_batch",
+            url: dir("batch"),
+            fsync: FsyncPolicy::Batch,
+        },
     ];
-    for (name, url, fsync) in &backends {
+    #[cfg(feature = "redis")]
+    let server = redis_server::RedisServer::start();
+    #[cfg(feature = "redis")]
+    backends.push(Backend {
+        name: "redis",
+        url: server.url(),
+        fsync: FsyncPolicy::Never,
+    });
+    let concurrencies: &[usize] = if quick { &[64, 1024] } else { &[1, 64, 1024] };
+    let producers: &[&str] = if quick {
+        &["p64", "batch"]
+    } else {
+        &["p1", "p64", "batch"]
+    };
+    let mut latencies = Vec::new();
+    for backend in &backends {
+        let options = LogOptions::default().fsync(backend.fsync);
         let orca = rt
-            .block_on(Orcastra::open_with(
-                url,
-                LogOptions::default().fsync(*fsync),
-            ))
+            .block_on(Orcastra::open_with(&backend.url, options))
             .unwrap();
-        let mut group = c.benchmark_group(format!("noop_{name}"));
+        let mut group = c.benchmark_group(format!("noop_{}", backend.name));
         group.throughput(Throughput::Elements(TASKS as u64));
-        for concurrency in [1usize, 64] {
+        for &concurrency in concurrencies {
             let worker = rt
                 .block_on(
                     orca.worker()
@@ -55,39 +123,230 @@ fn main() {
                         .start(),
                 )
                 .unwrap();
-            group.bench_function(format!("concurrency_{concurrency}"), |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            let mut handles = Vec::with_capacity(TASKS);
-                            for _ in 0..TASKS {
-                                handles.push(noop::submit(&orca).await.unwrap());
+            for &mode in producers {
+                group.bench_function(format!("c{concurrency}_{mode}"), |b| {
+                    b.iter_custom(|iters| {
+                        rt.block_on(async {
+                            let start = Instant::now();
+                            for _ in 0..iters {
+                                run_noops(&orca, mode).await;
                             }
-                            for handle in handles {
-                                handle.result().await.unwrap().unwrap();
-                            }
-                        }
-                        start.elapsed()
+                            start.elapsed()
+                        })
                     })
-                })
-            });
+                });
+            }
             rt.block_on(worker.stop());
         }
         group.finish();
-    }
-    c.final_summary();
-    println!();
-    println!("## No-op tasks end to end, one producer (median)");
-    println!();
-    for (name, _, _) in &backends {
-        for concurrency in [1, 64] {
-            if let Some(rate) = rate(
-                &format!("noop_{name}/concurrency_{concurrency}"),
-                TASKS as f64,
-            ) {
-                println!("| {name} | concurrency {concurrency} | {rate:.0} tasks/s |");
-            }
+        if !quick {
+            latencies.push((backend.name, rt.block_on(latency(&orca))));
         }
     }
+    let backlog = (!quick).then(|| rt.block_on(backlog_ratio(&dir("backlog"))));
+    c.final_summary();
+
+    println!();
+    println!("## No-op tasks end to end, tasks/s (median; {TASKS} per iteration)");
+    println!();
+    let header: Vec<String> = backends.iter().map(|b| b.name.to_string()).collect();
+    println!("| concurrency | producers | {} |", header.join(" | "));
+    println!("|---|---|{}", "---:|".repeat(backends.len()));
+    for &concurrency in concurrencies {
+        for &mode in producers {
+            let rates: Vec<String> = backends
+                .iter()
+                .map(|b| {
+                    rate(
+                        &format!("noop_{}/c{concurrency}_{mode}", b.name),
+                        TASKS as f64,
+                    )
+                    .map_or("–".into(), |r| format!("{r:.0}"))
+                })
+                .collect();
+            println!("| {concurrency} | {mode} | {} |", rates.join(" | "));
+        }
+    }
+    let Some(backlog) = backlog else {
+        return;
+    };
+    println!();
+    println!("## Latency at light load (µs; worker concurrency 64)");
+    println!();
+    println!("| backend | submit→start p50 | p99 | delayed: late by p50 | p99 | max |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, l) in &latencies {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            l.start[0], l.start[1], l.late[0], l.late[1], l.late[2]
+        );
+    }
+    println!();
+    println!("## Backlog (segment never, concurrency 64, median of 3)");
+    println!();
+    println!(
+        "drain rate with 1 M queued / with 1 k queued: {:.0}/s / {:.0}/s = {:.2}x",
+        backlog.0,
+        backlog.1,
+        backlog.0 / backlog.1
+    );
+}
+
+/// Submits `TASKS` no-op tasks the way `mode` says and waits for them all.
+async fn run_noops(orca: &Orcastra, mode: &str) {
+    let handles = match mode {
+        "p1" => {
+            let mut handles = Vec::with_capacity(TASKS);
+            for _ in 0..TASKS {
+                handles.push(noop::submit(orca).await.unwrap());
+            }
+            handles
+        }
+        "p64" => {
+            let producers: Vec<_> = (0..PRODUCERS)
+                .map(|_| {
+                    let orca = orca.clone();
+                    tokio::spawn(async move {
+                        let mut handles = Vec::with_capacity(TASKS / PRODUCERS);
+                        for _ in 0..TASKS / PRODUCERS {
+                            handles.push(noop::submit(&orca).await.unwrap());
+                        }
+                        handles
+                    })
+                })
+                .collect();
+            let mut handles = Vec::with_capacity(TASKS);
+            for producer in producers {
+                handles.extend(producer.await.unwrap());
+            }
+            handles
+        }
+        _ => orca
+            .submit_many_with(
+                noop::task(),
+                (0..TASKS).map(|_| []),
+                SubmitOptions::default(),
+            )
+            .await
+            .unwrap(),
+    };
+    for handle in handles {
+        handle.result().await.unwrap().unwrap();
+    }
+}
+
+/// Microseconds: submit→start p50 and p99; delayed tasks' lateness p50,
+/// p99 and max.
+struct Latency {
+    start: [u64; 2],
+    late: [u64; 3],
+}
+
+const SAMPLES: usize = 2000;
+const DELAYED_SAMPLES: usize = 200;
+
+async fn latency(orca: &Orcastra) -> Latency {
+    let worker = orca
+        .worker()
+        .concurrency(64)
+        .register(stamp::task())
+        .start()
+        .await
+        .unwrap();
+    DELAYS.lock().unwrap().clear();
+    for _ in 0..SAMPLES {
+        let started = STARTED.load(Ordering::SeqCst);
+        let handle = stamp::submit(orca, now_ns()).await.unwrap();
+        handle.result().await.unwrap().unwrap();
+        assert_eq!(STARTED.load(Ordering::SeqCst), started + 1);
+    }
+    let start = percentiles(&mut DELAYS.lock().unwrap(), &[0.5, 0.99]);
+    DELAYS.lock().unwrap().clear();
+    let delay = Duration::from_millis(20);
+    for _ in 0..DELAYED_SAMPLES {
+        let due = now_ns() + delay.as_nanos() as u64;
+        let later = SubmitOptions {
+            delay: Some(delay),
+            ..Default::default()
+        };
+        let handle = orca
+            .submit_with(stamp::task(), (due,), later)
+            .await
+            .unwrap();
+        handle.result().await.unwrap().unwrap();
+    }
+    let late = percentiles(&mut DELAYS.lock().unwrap(), &[0.5, 0.99, 1.0]);
+    worker.stop().await;
+    Latency {
+        start: [start[0], start[1]],
+        late: [late[0], late[1], late[2]],
+    }
+}
+
+/// Microseconds at each quantile.
+fn percentiles(nanos: &mut [u64], quantiles: &[f64]) -> Vec<u64> {
+    nanos.sort_unstable();
+    quantiles
+        .iter()
+        .map(|q| {
+            let i = ((nanos.len() - 1) as f64 * q).round() as usize;
+            nanos[i] / 1000
+        })
+        .collect()
+}
+
+/// Tasks/s draining 1 k queued tasks, against draining the first 500 k of
+/// 1 M queued ones (medians of 3).
+async fn backlog_ratio(dir: &str) -> (f64, f64) {
+    let orca = Orcastra::open_with(dir, LogOptions::default().fsync(FsyncPolicy::Never))
+        .await
+        .unwrap();
+    let mut big = Vec::new();
+    let mut small = Vec::new();
+    for _ in 0..3 {
+        // 1 k queued: drained 100 times over, each time from a full 1 k.
+        let mut elapsed = Duration::ZERO;
+        for _ in 0..100 {
+            elapsed += drain(&orca, 1000, 1000).await;
+        }
+        small.push(100_000.0 / elapsed.as_secs_f64());
+        big.push(500_000.0 / drain(&orca, 1_000_000, 500_000).await.as_secs_f64());
+    }
+    (median(big), median(small))
+}
+
+/// Queues `queued` no-op tasks, then times a worker of concurrency 64
+/// finishing the first `measured` of them; the rest are drained untimed.
+async fn drain(orca: &Orcastra, queued: usize, measured: usize) -> Duration {
+    let mut handles = Vec::with_capacity(queued);
+    while handles.len() < queued {
+        let n = (queued - handles.len()).min(TASKS);
+        let more = orca
+            .submit_many_with(noop::task(), (0..n).map(|_| []), SubmitOptions::default())
+            .await
+            .unwrap();
+        handles.extend(more);
+    }
+    let start = Instant::now();
+    let worker = orca
+        .worker()
+        .concurrency(64)
+        .register(noop::task())
+        .start()
+        .await
+        .unwrap();
+    for handle in &handles[..measured] {
+        handle.result().await.unwrap().unwrap();
+    }
+    let elapsed = start.elapsed();
+    for handle in &handles[measured..] {
+        handle.result().await.unwrap().unwrap();
+    }
+    worker.stop().await;
+    elapsed
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::record::StreamId;
-use crate::streams::{AddOptions, Backend, Entry, ReadFrom, StreamError, Streams, field};
+use crate::streams::{Backend, Entry, ReadFrom, StreamError, Streams, field};
 use crate::task::TaskId;
 
 /// The stream of state events.
@@ -137,7 +137,8 @@ impl RunState {
         }
     }
 
-    fn fields(&self) -> Vec<(Bytes, Bytes)> {
+    /// The fields of the event that records this state.
+    pub(crate) fn fields(&self) -> Vec<(Bytes, Bytes)> {
         let mut fields = vec![
             (Bytes::from_static(b"id"), Bytes::from(self.id.to_string())),
             (Bytes::from_static(b"name"), Bytes::from(self.name.clone())),
@@ -195,25 +196,15 @@ pub(crate) struct StateKeeper {
 }
 
 impl StateKeeper {
-    /// Records a state durably; every keeper following the backend sees it,
-    /// this one at once.
-    pub(crate) async fn record(
-        &self,
-        streams: &Backend,
-        state: &RunState,
-    ) -> Result<(), StreamError> {
-        let id = streams
-            .add(STATES, state.fields(), AddOptions::default())
-            .await?;
-        let mut recorded = state.clone();
-        recorded.updated_ms = id.map_or(0, |id| id.ms);
-        self.apply(std::iter::once(recorded));
-        Ok(())
-    }
-
     /// The latest state of task `id`, if this process has seen it.
     pub(crate) fn get(&self, id: TaskId) -> Option<RunState> {
         self.states.lock().get(&id).cloned()
+    }
+
+    /// Where task `id` stands and in which attempt, without copying the
+    /// rest of its state.
+    pub(crate) fn stage(&self, id: TaskId) -> Option<(State, u32)> {
+        self.states.lock().get(&id).map(|s| (s.state, s.attempt))
     }
 
     /// Completes when a state is next recorded or read.
@@ -234,7 +225,9 @@ impl StateKeeper {
         }
     }
 
-    fn apply(&self, recorded: impl IntoIterator<Item = RunState>) {
+    /// Takes in recorded states: the ones this process wrote as soon as
+    /// they are written, and every one as it is read.
+    pub(crate) fn apply(&self, recorded: impl IntoIterator<Item = RunState>) {
         let mut states = self.states.lock();
         for state in recorded {
             let replaces = states.get(&state.id).is_none_or(|current| {

@@ -89,6 +89,10 @@ pub enum StreamError {
         /// The reply, abridged.
         reply: String,
     },
+    /// A write combined with others into one batch failed; every write of
+    /// the batch gets this error.
+    #[error(transparent)]
+    Batch(std::sync::Arc<StreamError>),
     /// The stream's storage failed.
     #[error("ERR {0}")]
     Log(#[from] LogError),

@@ -17,11 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::orca::{BACKEND_RETRY, Orcastra, RELEASED_AT_MS};
+use crate::orca::{BACKEND_RETRY, Orcastra, RELEASED_AT_MS, Write};
 use crate::record::StreamId;
 use crate::streams::{
-    AddOptions, AutoClaim, ClaimOptions, Clock, GroupRead, ReadGroupOptions, StreamError, Streams,
-    SystemClock, field,
+    AddOptions, AutoClaim, ClaimOptions, GroupRead, ReadGroupOptions, StreamError, Streams, field,
 };
 use crate::task::Envelope;
 
@@ -35,15 +34,16 @@ const IDLE_BLOCK: Duration = Duration::from_millis(250);
 /// Ids per lease renewal.
 const RENEW_CHUNK: usize = 1000;
 
-/// Stores a task to be queued at its `not_before_ms`.
-pub(crate) async fn schedule(orcastra: &Orcastra, envelope: &Envelope) -> Result<(), StreamError> {
+/// Stores a task to be queued at its `not_before_ms`, as part of `write`.
+pub(crate) async fn add_to_schedule(
+    orcastra: &Orcastra,
+    envelope: &Envelope,
+    write: &mut Write,
+) -> Result<(), StreamError> {
     orcastra.ensure_group(SCHEDULED, TIMEKEEPERS).await?;
     let fields = vec![(Bytes::from_static(b"task"), Bytes::from(envelope.encode()))];
-    orcastra
-        .streams()
-        .add(SCHEDULED, fields, AddOptions::default())
-        .await
-        .map(drop)
+    write.adds.push((SCHEDULED.to_string(), fields));
+    Ok(())
 }
 
 /// One worker's timekeeper.
@@ -110,7 +110,7 @@ impl Timekeeper {
             .await?;
         }
         let until_due = self.held.keys().next().map_or(IDLE_BLOCK, |&(due, _)| {
-            Duration::from_millis(due.saturating_sub(SystemClock.now_ms()))
+            Duration::from_millis(due.saturating_sub(self.orcastra.inner().clock.now_ms()))
         });
         let options = ReadGroupOptions {
             count: Some(1024),
@@ -159,19 +159,25 @@ impl Timekeeper {
         }
     }
 
+    /// Queues the due tasks and acknowledges their scheduled entries, in
+    /// one write.
     async fn move_due(&mut self) -> Result<(), StreamError> {
-        let now = SystemClock.now_ms();
-        while let Some(entry) = self.held.first_entry() {
-            if entry.key().0 > now {
+        let now = self.orcastra.inner().clock.now_ms();
+        let mut write = Write::default();
+        for (&(due, id), envelope) in &self.held {
+            if due > now {
                 break;
             }
-            let id = entry.key().1;
-            self.orcastra.enqueue(entry.get()).await?;
-            self.orcastra
-                .streams()
-                .ack(SCHEDULED, TIMEKEEPERS, &[id])
-                .await?;
-            entry.remove();
+            self.orcastra.add_to_queue(envelope, &mut write).await?;
+            write.acks.push((SCHEDULED.to_string(), TIMEKEEPERS, id));
+        }
+        if write.acks.is_empty() {
+            return Ok(());
+        }
+        let moved = write.acks.len();
+        self.orcastra.write(write).await?;
+        for _ in 0..moved {
+            self.held.pop_first();
         }
         Ok(())
     }

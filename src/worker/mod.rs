@@ -29,12 +29,14 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::orca::{BACKEND_RETRY, Orcastra, RELEASED_AT_MS, WORKERS, dead_stream, queue_stream};
+use crate::orca::{
+    BACKEND_RETRY, Orcastra, RELEASED_AT_MS, WORKERS, Write, dead_stream, queue_stream,
+};
 use crate::record::StreamId;
 use crate::statekeeper::{RunState, State};
 use crate::streams::{
-    AddOptions, AutoClaim, Bound, ClaimOptions, Clock, Fields, GroupEntry, GroupRead, PendingQuery,
-    ReadGroupOptions, StreamError, Streams, SystemClock, field,
+    AutoClaim, Bound, ClaimOptions, Fields, GroupEntry, GroupRead, PendingQuery, ReadGroupOptions,
+    StreamError, Streams, field,
 };
 use crate::task::{
     Envelope, Retry, Task, TaskContext, TaskError, TaskId, TaskOptions, decode_args,
@@ -295,6 +297,9 @@ impl Shared {
             let Ok(first) = Arc::clone(&self.slots).acquire_owned().await else {
                 return;
             };
+            // Let the runs that are ending free their slots, to fetch for
+            // them all at once.
+            tokio::task::yield_now().await;
             let free = self.slots.available_permits() + 1;
             let fetched = if Instant::now() >= next_reclaim {
                 next_reclaim = Instant::now() + self.lease / 4;
@@ -439,8 +444,8 @@ impl Shared {
             changed.as_mut().enable();
             for run in self.in_flight.lock().values() {
                 if states
-                    .get(run.task)
-                    .is_some_and(|s| s.state == State::Cancelled)
+                    .stage(run.task)
+                    .is_some_and(|(state, _)| state == State::Cancelled)
                 {
                     run.cancel.cancel();
                 }
@@ -524,7 +529,7 @@ impl Shared {
         let id = entry.id;
         let Some(fields) = entry.fields else {
             // Deleted from the queue after delivery: nothing to run.
-            self.ack(queue, id).await;
+            self.finish(queue, id, Write::default()).await;
             return;
         };
         let Some(raw) = field(&fields, "task").cloned() else {
@@ -555,15 +560,15 @@ impl Shared {
                 .await;
             return;
         };
-        if let Some(seen) = self.orcastra.state(envelope.id)
-            && (seen.state == State::Cancelled
-                || seen.attempt > envelope.attempt
-                || (seen.attempt == envelope.attempt && seen.state.ends_attempt()))
+        if let Some((state, attempt)) = self.orcastra.inner().states.stage(envelope.id)
+            && (state == State::Cancelled
+                || attempt > envelope.attempt
+                || (attempt == envelope.attempt && state.ends_attempt()))
         {
             // Cancelled, or a copy of a run that already ended (a timekeeper
             // crashed between queueing it and acknowledging the schedule).
-            tracing::info!(worker = %self.name, task = %envelope.id, state = ?seen.state, "skipped a task that must not run");
-            self.ack(queue, id).await;
+            tracing::info!(worker = %self.name, task = %envelope.id, ?state, "skipped a task that must not run");
+            self.finish(queue, id, Write::default()).await;
             return;
         }
         let options = task.options();
@@ -584,9 +589,12 @@ impl Shared {
             envelope.attempt,
         );
         running.worker = Some(self.name.clone());
-        if !self.record(&running).await {
-            return;
-        }
+        // Not waited for: the end of the run is written after it, and if
+        // this write fails, so does that one, leaving the task pending.
+        self.orcastra.write_later(Write {
+            states: vec![running.clone()],
+            ..Write::default()
+        });
         let timeout = envelope.timeout.or(options.timeout);
         let cancel = CancellationToken::new();
         let release = CancellationToken::new();
@@ -616,6 +624,7 @@ impl Shared {
         };
         self.in_flight.lock().remove(&key);
         let mut end = running;
+        let mut write = Write::default();
         match outcome {
             Outcome::Succeeded(json) => {
                 end.state = State::Succeeded;
@@ -637,8 +646,11 @@ impl Shared {
                     let mut next = envelope.clone();
                     next.attempt += 1;
                     let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                    next.not_before_ms = SystemClock.now_ms().saturating_add(delay_ms);
-                    if let Err(error) = timekeeper::schedule(&self.orcastra, &next).await {
+                    let now = self.orcastra.inner().clock.now_ms();
+                    next.not_before_ms = now.saturating_add(delay_ms);
+                    if let Err(error) =
+                        timekeeper::add_to_schedule(&self.orcastra, &next, &mut write).await
+                    {
                         tracing::warn!(worker = %self.name, task = %envelope.id, %error, "cannot schedule a retry; the task stays pending");
                         return;
                     }
@@ -653,9 +665,8 @@ impl Shared {
             // Another worker runs it now.
             Outcome::Released => return,
         }
-        if self.record(&end).await {
-            self.ack(queue, id).await;
-        }
+        write.states.push(end);
+        self.finish(queue, id, write).await;
     }
 
     /// Moves a task that can never run to the dead letters, records it dead
@@ -670,43 +681,41 @@ impl Shared {
     ) {
         tracing::warn!(worker = %self.name, %queue, %id, %reason, "task moved to the dead letters");
         fields.push((Bytes::from_static(b"reason"), Bytes::from(reason.clone())));
-        let added = self
-            .orcastra
-            .streams()
-            .add(&dead_stream(queue), fields, AddOptions::default())
-            .await;
-        if let Err(error) = added {
-            tracing::warn!(worker = %self.name, %error, "cannot write a dead letter; the task stays pending");
-            return;
-        }
+        let mut write = Write::default();
+        write.adds.push((dead_stream(queue), fields));
         if let Some(envelope) = envelope {
             let mut dead =
                 RunState::new(envelope.id, &envelope.name, State::Dead, envelope.attempt);
             dead.worker = Some(self.name.clone());
             dead.error = Some(reason);
-            if !self.record(&dead).await {
-                return;
-            }
+            write.states.push(dead);
         }
-        self.ack(queue, id).await;
+        self.finish(queue, id, write).await;
+    }
+
+    /// Writes how a task ended and acknowledges its entry, in one write
+    /// (the acknowledgement last): if the backend fails, the task stays
+    /// pending and is delivered again.
+    async fn finish(&self, queue: &str, id: StreamId, mut write: Write) {
+        write.acks.push((queue.to_string(), WORKERS, id));
+        if let Err(error) = self.orcastra.write(write).await {
+            tracing::warn!(worker = %self.name, %queue, %id, %error, "cannot finish a task; it stays pending");
+        }
     }
 
     /// Records a state; false (logged) if the backend failed, in which case
     /// the task stays pending and is delivered again.
     async fn record(&self, state: &RunState) -> bool {
-        let inner = self.orcastra.inner();
-        match inner.states.record(&inner.streams, state).await {
+        let write = Write {
+            states: vec![state.clone()],
+            ..Write::default()
+        };
+        match self.orcastra.write(write).await {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(worker = %self.name, task = %state.id, %error, "cannot record a task state");
                 false
             }
-        }
-    }
-
-    async fn ack(&self, queue: &str, id: StreamId) {
-        if let Err(error) = self.orcastra.streams().ack(queue, WORKERS, &[id]).await {
-            tracing::warn!(worker = %self.name, %queue, %id, %error, "cannot acknowledge a task");
         }
     }
 }

@@ -1,6 +1,8 @@
 //! [`Orcastra`]: a handle on a task backend, to submit tasks, follow their
 //! states and start workers.
 
+mod writer;
+
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -13,10 +15,13 @@ use serde::de::DeserializeOwned;
 use crate::log::LogOptions;
 use crate::record::StreamId;
 use crate::statekeeper::{RunState, State, StateKeeper};
-use crate::streams::{AddOptions, Backend, Clock, GroupStart, StreamError, Streams, SystemClock};
+use crate::streams::{Backend, Clock, GroupStart, StreamError, Streams, SystemClock};
 use crate::task::{ArgsError, Backoff, Envelope, Task, TaskId, encode_args};
 use crate::timekeeper;
 use crate::worker::WorkerBuilder;
+
+pub(crate) use writer::Write;
+use writer::Writer;
 
 /// The consumer group every worker of a queue belongs to.
 pub(crate) const WORKERS: &str = "workers";
@@ -117,6 +122,9 @@ pub struct Orcastra {
 pub(crate) struct Inner {
     pub(crate) streams: Backend,
     pub(crate) states: StateKeeper,
+    writer: Writer,
+    /// What due times and backoffs are measured with.
+    pub(crate) clock: Arc<dyn Clock>,
     /// Groups this process knows to exist, by stream.
     groups: Mutex<HashMap<String, HashSet<String>>>,
 }
@@ -134,12 +142,26 @@ impl Orcastra {
     }
 
     /// Tasks over `streams`. Must be called within a Tokio runtime: the
-    /// handle follows the state events in a task of its own.
+    /// handle follows the state events and combines writes in tasks of its
+    /// own.
     pub fn on(streams: Backend) -> Orcastra {
-        let inner = Arc::new(Inner {
-            streams,
-            states: StateKeeper::default(),
-            groups: Mutex::new(HashMap::new()),
+        Self::on_with_clock(streams, SystemClock)
+    }
+
+    /// Tasks over `streams`, with due times and retry delays measured by
+    /// `clock` (the system clock otherwise): a test can run delayed tasks
+    /// and backoffs on Tokio's paused time with a clock that follows it.
+    pub fn on_with_clock(streams: Backend, clock: impl Clock) -> Orcastra {
+        let inner = Arc::new_cyclic(|weak| {
+            let (writer, combine) = Writer::start(weak.clone());
+            tokio::spawn(combine);
+            Inner {
+                streams,
+                states: StateKeeper::default(),
+                writer,
+                clock: Arc::new(clock),
+                groups: Mutex::new(HashMap::new()),
+            }
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -213,12 +235,42 @@ impl Orcastra {
         args: T::Args,
         options: SubmitOptions,
     ) -> Result<TaskHandle<T::Output>, Error> {
+        let mut handles = self.submit_many_with(task, [args], options).await?;
+        Ok(handles.pop().expect("one handle per submission"))
+    }
+
+    /// Submits many tasks of one kind in one write: far cheaper per task
+    /// than one [`submit`](Self::submit) each; returns once all are
+    /// durably queued or scheduled, in the order of `args`.
+    ///
+    /// ```
+    /// use orcastra::prelude::*;
+    /// use orcastra::SubmitOptions;
+    ///
+    /// #[orca_task]
+    /// async fn double(n: u64) -> u64 {
+    ///     n * 2
+    /// }
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let orca = Orcastra::open("memory://").await?;
+    /// let worker = orca.worker().concurrency(8).register(double::task()).start().await?;
+    /// let args = (1..=100).map(|n| (n,));
+    /// let handles = orca.submit_many_with(double::task(), args, SubmitOptions::default()).await?;
+    /// assert_eq!(handles[99].result().await??, 200);
+    /// worker.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn submit_many_with<T: Task>(
+        &self,
+        task: T,
+        args: impl IntoIterator<Item = T::Args>,
+        options: SubmitOptions,
+    ) -> Result<Vec<TaskHandle<T::Output>>, Error> {
         let defaults = task.options();
-        let now = SystemClock.now_ms();
-        let mut envelope = Envelope::new(T::NAME, defaults.queue, encode_args::<T>(&args)?, now);
-        envelope.priority = options.priority.unwrap_or(defaults.priority);
-        envelope.max_retries = options.retries;
-        envelope.timeout = options.timeout;
+        let now = self.inner.clock.now_ms();
         let delay_ms = options
             .delay
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -226,35 +278,57 @@ impl Orcastra {
             .not_before_ms
             .unwrap_or(0)
             .max(now.saturating_add(delay_ms));
-        if not_before <= now {
-            self.enqueue(&envelope).await?;
-        } else {
-            envelope.not_before_ms = not_before;
-            timekeeper::schedule(self, &envelope).await?;
-            let scheduled = RunState::new(envelope.id, T::NAME, State::Scheduled, 0);
-            self.inner
-                .states
-                .record(&self.inner.streams, &scheduled)
-                .await?;
+        let mut write = Write::default();
+        let mut handles = Vec::new();
+        for args in args {
+            let mut envelope =
+                Envelope::new(T::NAME, defaults.queue, encode_args::<T>(&args)?, now);
+            envelope.priority = options.priority.unwrap_or(defaults.priority);
+            envelope.max_retries = options.retries;
+            envelope.timeout = options.timeout;
+            if not_before <= now {
+                self.add_to_queue(&envelope, &mut write).await?;
+            } else {
+                envelope.not_before_ms = not_before;
+                timekeeper::add_to_schedule(self, &envelope, &mut write).await?;
+                let scheduled = RunState::new(envelope.id, T::NAME, State::Scheduled, 0);
+                write.states.push(scheduled);
+            }
+            handles.push(TaskHandle {
+                id: envelope.id,
+                orcastra: self.clone(),
+                _output: PhantomData,
+            });
         }
-        Ok(TaskHandle {
-            id: envelope.id,
-            orcastra: self.clone(),
-            _output: PhantomData,
-        })
+        self.write(write).await?;
+        Ok(handles)
     }
 
-    /// Adds an envelope to its queue and records it as queued.
-    pub(crate) async fn enqueue(&self, envelope: &Envelope) -> Result<(), StreamError> {
+    /// Puts an envelope in its queue and records it as queued, as part of
+    /// `write`.
+    pub(crate) async fn add_to_queue(
+        &self,
+        envelope: &Envelope,
+        write: &mut Write,
+    ) -> Result<(), StreamError> {
         let stream = queue_stream(&envelope.queue);
         self.ensure_group(&stream, WORKERS).await?;
         let fields = vec![(Bytes::from_static(b"task"), Bytes::from(envelope.encode()))];
-        self.inner
-            .streams
-            .add(&stream, fields, AddOptions::default())
-            .await?;
+        write.adds.push((stream, fields));
         let queued = RunState::new(envelope.id, &envelope.name, State::Queued, envelope.attempt);
-        self.inner.states.record(&self.inner.streams, &queued).await
+        write.states.push(queued);
+        Ok(())
+    }
+
+    /// Writes within the next batch of this process's writes.
+    pub(crate) async fn write(&self, write: Write) -> Result<(), StreamError> {
+        self.inner.writer.write(write).await
+    }
+
+    /// Queues a write for the next batch without waiting for it: later
+    /// writes of this process are done after it.
+    pub(crate) fn write_later(&self, write: Write) {
+        drop(self.inner.writer.send(write));
     }
 
     /// Creates `stream` and its `group` if this process has not seen them
@@ -313,10 +387,12 @@ impl Orcastra {
         }
         let mut cancelled = RunState::new(id, &current.name, State::Cancelled, current.attempt);
         cancelled.error = Some("cancelled".into());
-        self.inner
-            .states
-            .record(&self.inner.streams, &cancelled)
-            .await?;
+        let states = vec![cancelled];
+        self.write(Write {
+            states,
+            ..Write::default()
+        })
+        .await?;
         Ok(true)
     }
 

@@ -1,0 +1,122 @@
+//! Group commit for the task layer: the writes of every submitter and
+//! worker task of a process are combined into as few backend calls as the
+//! backend allows, one batch while the previous one is written.
+//!
+//! A write is a set of entries to add, run states to record and entries to
+//! acknowledge, done in that order within a batch, so a caller that adds a
+//! task's next home and acknowledges its old one in one write can never lose
+//! it: after a crash it is in both places or the old one only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::record::StreamId;
+use crate::statekeeper::{RunState, STATES};
+use crate::streams::{Fields, StreamError, Streams};
+
+use super::Inner;
+
+/// The most writes combined into one batch.
+const MAX_BATCH: usize = 4096;
+
+/// What one caller writes at once.
+#[derive(Default)]
+pub(crate) struct Write {
+    /// Entries to add, with their streams.
+    pub(crate) adds: Vec<(String, Fields)>,
+    /// States to record, after the adds.
+    pub(crate) states: Vec<RunState>,
+    /// Entries to acknowledge (stream, group, id), after the states.
+    pub(crate) acks: Vec<(String, &'static str, StreamId)>,
+}
+
+type Reply = oneshot::Sender<Result<(), StreamError>>;
+
+/// The sending side; the combining task ends when it is dropped.
+pub(crate) struct Writer {
+    writes: mpsc::UnboundedSender<(Write, Reply)>,
+}
+
+impl Writer {
+    /// Starts the task that writes for `inner`. It holds `inner` only while
+    /// it writes a batch.
+    pub(crate) fn start(inner: Weak<Inner>) -> (Writer, impl Future<Output = ()> + Send) {
+        let (writes, receiver) = mpsc::unbounded_channel();
+        (Writer { writes }, combine(inner, receiver))
+    }
+
+    /// Writes `write` durably (as the backend's fsync policy defines it),
+    /// within the next batch.
+    pub(crate) async fn write(&self, write: Write) -> Result<(), StreamError> {
+        let done = self.send(write);
+        let gone = || StreamError::Reply("ERR the task backend is closed".into());
+        done.await.map_err(|_| gone())?
+    }
+
+    /// Queues `write` for the next batch; the receiver gets its outcome.
+    /// Writes are done in the order they were sent.
+    pub(crate) fn send(&self, write: Write) -> oneshot::Receiver<Result<(), StreamError>> {
+        let (reply, done) = oneshot::channel();
+        // If the combining task is gone, so is `reply`: `done` reports it.
+        let _ = self.writes.send((write, reply));
+        done
+    }
+}
+
+async fn combine(inner: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<(Write, Reply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let written = write_batch(&inner, batch.iter_mut().map(|(w, _)| w)).await;
+        if let Err(error) = &written {
+            tracing::warn!(%error, writes = batch.len(), "a batch of task writes failed");
+        }
+        for (_, reply) in batch.drain(..) {
+            let result = match &written {
+                Ok(()) => Ok(()),
+                Err(error) => Err(StreamError::Batch(Arc::clone(error))),
+            };
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Adds, then records, then acknowledges: every caller's writes in order,
+/// one call per stream and stage.
+async fn write_batch<'a>(
+    inner: &Inner,
+    writes: impl Iterator<Item = &'a mut Write>,
+) -> Result<(), Arc<StreamError>> {
+    let mut adds: HashMap<String, Vec<Fields>> = HashMap::new();
+    let mut states = Vec::new();
+    let mut acks: HashMap<(String, &'static str), Vec<StreamId>> = HashMap::new();
+    for write in writes {
+        for (stream, fields) in write.adds.drain(..) {
+            adds.entry(stream).or_default().push(fields);
+        }
+        states.append(&mut write.states);
+        for (stream, group, id) in write.acks.drain(..) {
+            acks.entry((stream, group)).or_default().push(id);
+        }
+    }
+    let streams = &inner.streams;
+    for (stream, entries) in adds {
+        streams.add_batch(&stream, entries).await?;
+    }
+    if !states.is_empty() {
+        let events = states.iter().map(RunState::fields).collect();
+        let ids = streams.add_batch(STATES, events).await?;
+        for (state, id) in states.iter_mut().zip(ids) {
+            state.updated_ms = id.ms;
+        }
+        inner.states.apply(states);
+    }
+    for ((stream, group), ids) in acks {
+        streams.ack(&stream, group, &ids).await?;
+    }
+    Ok(())
+}
