@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
     retries = 5,
     backoff = "250ms",
     timeout = "30s",
-    priority = 9,
+    priority = 2,
     max_deliveries = 3
 )]
 async fn fetch_page(url: String, depth: i32) -> Result<String, String> {
@@ -61,7 +61,7 @@ fn options_come_from_the_attribute() {
                 ..Backoff::default()
             },
             timeout: Some(Duration::from_secs(30)),
-            priority: 9,
+            priority: 2,
             max_deliveries: 3,
         }
     );

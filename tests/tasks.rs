@@ -130,6 +130,32 @@ async fn reporting(steps: u32, context: TaskContext) -> u32 {
     steps
 }
 
+/// The order tasks ran in, by key: each records its tag.
+static ORDER: LazyLock<Mutex<HashMap<String, Vec<String>>>> = LazyLock::new(Default::default);
+
+fn order(key: &str) -> Vec<String> {
+    ORDER.lock().unwrap().get(key).cloned().unwrap_or_default()
+}
+
+fn record_order(key: String, tag: String) {
+    ORDER.lock().unwrap().entry(key).or_default().push(tag);
+}
+
+#[orca_task(queue = "ranked")]
+async fn ranked(key: String, tag: String) {
+    record_order(key, tag);
+}
+
+#[orca_task(queue = "heavy")]
+async fn heavy(key: String) {
+    record_order(key, "heavy".into());
+}
+
+#[orca_task(queue = "light")]
+async fn light(key: String) {
+    record_order(key, "light".into());
+}
+
 /// Polls until `key` has been called `n` times.
 async fn called(key: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -532,6 +558,81 @@ async fn running_tasks_report_progress(s: Subject) {
     worker.stop().await;
 }
 
+async fn priorities_come_first_but_never_starve_the_rest(s: Subject) {
+    let key = format!("ranked-{}", orcastra::task::TaskId::new());
+    let at = |priority| orcastra::SubmitOptions {
+        priority: Some(priority),
+        ..Default::default()
+    };
+    // Queued before the worker starts: every fetch has all priorities to
+    // choose from.
+    let low = (0..5).map(|_| (key.clone(), "low".to_string()));
+    let mut handles = s
+        .orca
+        .submit_many_with(ranked::task(), low, at(0))
+        .await
+        .unwrap();
+    let high = (0..45).map(|_| (key.clone(), "high".to_string()));
+    handles.extend(
+        s.orca
+            .submit_many_with(ranked::task(), high, at(3))
+            .await
+            .unwrap(),
+    );
+    let refused = s
+        .orca
+        .submit_with(ranked::task(), (key.clone(), "x".into()), at(4));
+    assert!(matches!(refused.await, Err(orcastra::Error::Priority(4))));
+
+    let worker = worker_for(&s, ranked::task()).await;
+    for handle in &handles {
+        handle.result().await.unwrap().unwrap();
+    }
+    let order = order(&key);
+    assert_eq!(order.len(), 50);
+    assert_eq!(order[0], "high");
+    // The bound (worker::schedule): the lowest priority of a queue is
+    // fetched first once in every 15 fetches, however many higher wait.
+    for window in order[..45].chunks(15) {
+        let lows = window.iter().filter(|tag| *tag == "low").count();
+        assert_eq!(lows, 1, "{order:?}");
+    }
+    worker.stop().await;
+}
+
+async fn queues_are_served_by_weight(s: Subject) {
+    let key = format!("weights-{}", orcastra::task::TaskId::new());
+    let options = orcastra::SubmitOptions::default();
+    let heavies = (0..40).map(|_| (key.clone(),));
+    let lights = (0..40).map(|_| (key.clone(),));
+    s.orca
+        .submit_many_with(heavy::task(), heavies, options.clone())
+        .await
+        .unwrap();
+    s.orca
+        .submit_many_with(light::task(), lights, options)
+        .await
+        .unwrap();
+    let worker = s
+        .orca
+        .worker()
+        .register(heavy::task())
+        .register(light::task())
+        .weight("heavy", 3)
+        .start()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while order(&key).len() < 80 {
+        assert!(Instant::now() < deadline, "{:?}", order(&key));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let order = order(&key);
+    let heavy_first = order[..40].iter().filter(|tag| *tag == "heavy").count();
+    assert_eq!(heavy_first, 30, "{order:?}");
+    worker.stop().await;
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -559,6 +660,8 @@ suite!(
     delayed_tasks_run_on_time_and_once,
     cancelled_tasks_never_run_and_running_ones_are_told,
     running_tasks_report_progress,
+    priorities_come_first_but_never_starve_the_rest,
+    queues_are_served_by_weight,
 );
 
 // One at a time: it counts the gated tasks running in the whole process.

@@ -19,7 +19,7 @@ use syn::{
 ///
 /// Options: `name = "…"` (default: the function's name), `queue = "…"`,
 /// `retries = N`, `backoff = "1s"` (the first retry's delay, doubling),
-/// `timeout = "30s"`, `priority = N` (0–255, higher first),
+/// `timeout = "30s"`, `priority = N` (0–3, higher first; default 0),
 /// `max_deliveries = N`.
 #[proc_macro_attribute]
 pub fn orca_task(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -79,6 +79,12 @@ fn parse_options(attr: TokenStream2) -> syn::Result<Options> {
             }
             "priority" => {
                 let priority = integer::<u8>(value)?;
+                if priority > 3 {
+                    return Err(Error::new(
+                        value.span(),
+                        "priority must be 0 (the default) to 3 (the highest)",
+                    ));
+                }
                 quote!(priority: #priority)
             }
             "timeout" => {

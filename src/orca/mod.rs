@@ -26,18 +26,20 @@ use writer::Writer;
 /// The consumer group every worker of a queue belongs to.
 pub(crate) const WORKERS: &str = "workers";
 
-const QUEUE_PREFIX: &str = "orca:queue:";
+/// Priorities run from 0, the default, to this, the highest.
+pub const MAX_PRIORITY: u8 = 3;
 
-/// The stream of queue `queue`.
-pub(crate) fn queue_stream(queue: &str) -> String {
-    format!("{QUEUE_PREFIX}{queue}")
+/// The stream of queue `queue`'s tasks of `priority` (above
+/// [`MAX_PRIORITY`] counts as the highest).
+pub(crate) fn queue_stream(queue: &str, priority: u8) -> String {
+    match priority.min(MAX_PRIORITY) {
+        0 => format!("orca:queue:{queue}"),
+        level => format!("orca:queue+{level}:{queue}"),
+    }
 }
 
-/// The dead letters of the queue whose stream is `queue_stream`.
-pub(crate) fn dead_stream(queue_stream: &str) -> String {
-    let queue = queue_stream
-        .strip_prefix(QUEUE_PREFIX)
-        .unwrap_or(queue_stream);
+/// The dead letters of queue `queue`.
+pub(crate) fn dead_stream(queue: &str) -> String {
     format!("orca:dead:{queue}")
 }
 
@@ -56,6 +58,9 @@ pub enum Error {
     /// The arguments do not encode.
     #[error(transparent)]
     Args(#[from] ArgsError),
+    /// A submission with a priority above [`MAX_PRIORITY`].
+    #[error("priority {0} is out of range: 0 (the default) to 3 (the highest)")]
+    Priority(u8),
     /// A result does not decode as the task's output type.
     #[error("the result of task {id} does not decode: {reason}")]
     Output {
@@ -73,7 +78,7 @@ pub struct SubmitOptions {
     pub delay: Option<Duration>,
     /// Run no sooner than this time (milliseconds since the Unix epoch).
     pub not_before_ms: Option<u64>,
-    /// Higher runs first.
+    /// Higher runs first: 0 (the default) to [`MAX_PRIORITY`].
     pub priority: Option<u8>,
     /// Retries after a failure.
     pub retries: Option<u32>,
@@ -278,12 +283,16 @@ impl Orcastra {
             .not_before_ms
             .unwrap_or(0)
             .max(now.saturating_add(delay_ms));
+        let priority = options.priority.unwrap_or(defaults.priority);
+        if priority > MAX_PRIORITY {
+            return Err(Error::Priority(priority));
+        }
         let mut write = Write::default();
         let mut handles = Vec::new();
         for args in args {
             let mut envelope =
                 Envelope::new(T::NAME, defaults.queue, encode_args::<T>(&args)?, now);
-            envelope.priority = options.priority.unwrap_or(defaults.priority);
+            envelope.priority = priority;
             envelope.max_retries = options.retries;
             envelope.timeout = options.timeout;
             if not_before <= now {
@@ -311,7 +320,7 @@ impl Orcastra {
         envelope: &Envelope,
         write: &mut Write,
     ) -> Result<(), StreamError> {
-        let stream = queue_stream(&envelope.queue);
+        let stream = queue_stream(&envelope.queue, envelope.priority);
         self.ensure_group(&stream, WORKERS).await?;
         let fields = vec![(Bytes::from_static(b"task"), Bytes::from(envelope.encode()))];
         write.adds.push((stream, fields));

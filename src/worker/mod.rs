@@ -29,9 +29,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::orca::{
-    BACKEND_RETRY, Orcastra, RELEASED_AT_MS, WORKERS, Write, dead_stream, queue_stream,
-};
+use crate::orca::{BACKEND_RETRY, Orcastra, RELEASED_AT_MS, WORKERS, Write, dead_stream};
 use crate::record::StreamId;
 use crate::statekeeper::{RunState, State};
 use crate::streams::{
@@ -42,6 +40,9 @@ use crate::task::{
     Envelope, Retry, Task, TaskContext, TaskError, TaskId, TaskOptions, decode_args,
 };
 use crate::timekeeper::{self, Timekeeper};
+
+mod schedule;
+use schedule::Schedule;
 
 /// How a run ended.
 enum Outcome {
@@ -99,7 +100,8 @@ pub struct WorkerBuilder {
     concurrency: usize,
     lease: Duration,
     tasks: HashMap<&'static str, Arc<dyn Runnable>>,
-    queues: Vec<&'static str>,
+    /// The queues served, with their weights.
+    queues: Vec<(String, u32)>,
 }
 
 impl WorkerBuilder {
@@ -140,19 +142,57 @@ impl WorkerBuilder {
     /// Runs tasks of this kind, fetching from its queue.
     pub fn register<T: Task>(mut self, task: T) -> Self {
         let queue = task.options().queue;
-        if !self.queues.contains(&queue) {
-            self.queues.push(queue);
+        if !self.queues.iter().any(|(q, _)| q == queue) {
+            self.queues.push((queue.to_string(), 1));
         }
         self.tasks
             .insert(T::NAME, Arc::new(Registered(Arc::new(task))));
         self
     }
 
+    /// Gives `queue` a weight (at least 1; default 1): among the queues
+    /// this worker serves, one of weight 3 is fetched from first three
+    /// times as often as one of weight 1, and no queue with tasks waits
+    /// more than one round of all weights (priorities included: a queue's
+    /// tasks of priority p weigh its weight × 2^p).
+    ///
+    /// ```
+    /// use orcastra::prelude::*;
+    ///
+    /// #[orca_task(queue = "mail")]
+    /// async fn send(to: String) {}
+    ///
+    /// #[orca_task(queue = "reports")]
+    /// async fn report(month: u8) {}
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let orca = Orcastra::open("memory://").await?;
+    /// let worker = orca
+    ///     .worker()
+    ///     .register(send::task())
+    ///     .register(report::task())
+    ///     .weight("mail", 3)
+    ///     .start()
+    ///     .await?;
+    /// worker.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn weight(mut self, queue: &str, weight: u32) -> Self {
+        let weight = weight.max(1);
+        match self.queues.iter_mut().find(|(q, _)| q == queue) {
+            Some(served) => served.1 = weight,
+            None => self.queues.push((queue.to_string(), weight)),
+        }
+        self
+    }
+
     /// Starts fetching and running tasks.
     pub async fn start(self) -> Result<Worker, crate::Error> {
-        let queues: Vec<String> = self.queues.iter().map(|q| queue_stream(q)).collect();
-        for queue in &queues {
-            self.orcastra.ensure_group(queue, WORKERS).await?;
+        let schedule = Schedule::new(self.queues.iter().map(|(q, w)| (q.as_str(), *w)));
+        for source in schedule.sources() {
+            self.orcastra.ensure_group(&source.stream, WORKERS).await?;
         }
         // Know every recorded state before running anything, so that a task
         // that ended before a crash is not run again.
@@ -168,7 +208,7 @@ impl WorkerBuilder {
             lease: self.lease,
             in_flight: Mutex::new(HashMap::new()),
         });
-        let fetch = tokio::spawn(Arc::clone(&shared).fetch_loop(queues, stop.clone()));
+        let fetch = tokio::spawn(Arc::clone(&shared).fetch_loop(schedule, stop.clone()));
         tokio::spawn(Arc::clone(&shared).renew_loop(renewing.clone()));
         tokio::spawn(Arc::clone(&shared).cancel_loop(renewing.clone()));
         let timekeeper =
@@ -272,10 +312,11 @@ struct Shared {
     in_flight: Mutex<HashMap<(String, StreamId), InFlight>>,
 }
 
-/// A task fetched for running: its queue, its entry, and how many times it
-/// has been delivered (new entries: once).
+/// A task fetched for running: its queue and stream, its entry, and how
+/// many times it has been delivered (new entries: once).
 struct Fetched {
     queue: String,
+    stream: String,
     entry: GroupEntry,
     deliveries: u64,
 }
@@ -287,9 +328,8 @@ impl Shared {
     /// Fetches as many tasks as there are free slots, reclaimed ones first,
     /// and runs each; backend errors are logged and retried with backoff,
     /// never the end of the loop.
-    async fn fetch_loop(self: Arc<Self>, queues: Vec<String>, stop: CancellationToken) {
+    async fn fetch_loop(self: Arc<Self>, mut schedule: Schedule, stop: CancellationToken) {
         let mut failures = 0u32;
-        let mut next_queue = 0;
         let mut cursors: HashMap<String, StreamId> = HashMap::new();
         let mut next_reclaim = Instant::now();
         while !stop.is_cancelled() {
@@ -303,16 +343,13 @@ impl Shared {
             let free = self.slots.available_permits() + 1;
             let fetched = if Instant::now() >= next_reclaim {
                 next_reclaim = Instant::now() + self.lease / 4;
-                self.reclaim(&queues, free, &mut cursors).await
+                self.reclaim(&schedule, free, &mut cursors).await
             } else {
                 Ok(Vec::new())
             };
             let fetched = match fetched {
                 Ok(reclaimed) if !reclaimed.is_empty() => Ok(reclaimed),
-                Ok(_) => {
-                    next_queue = (next_queue + 1) % queues.len();
-                    self.fetch_new(&queues, next_queue, free).await
-                }
+                Ok(_) => self.fetch_new(&mut schedule, free).await,
                 Err(error) => Err(error),
             };
             let fetched = match fetched {
@@ -330,13 +367,16 @@ impl Shared {
                 }
             };
             let mut slot = Some(first);
+            let mut surplus = Vec::new();
             for task in fetched {
                 let permit = match slot.take() {
                     Some(permit) => permit,
                     None => match Arc::clone(&self.slots).try_acquire_owned() {
                         Ok(permit) => permit,
-                        // Never: a fetch takes no more than the free slots.
-                        Err(_) => break,
+                        Err(_) => {
+                            surplus.push((task.stream, task.entry.id));
+                            continue;
+                        }
                     },
                 };
                 let this = Arc::clone(&self);
@@ -345,58 +385,97 @@ impl Shared {
                     drop(permit);
                 });
             }
+            self.release(surplus).await;
         }
     }
 
-    /// New tasks: at most one per free slot, from the queues in turn
-    /// starting at `first`; waits a moment for one if there are none.
+    /// New tasks, at most one per free slot: from the sources in the
+    /// schedule's order, or, if none has any, from the first to get one
+    /// within a moment.
     async fn fetch_new(
         &self,
-        queues: &[String],
-        first: usize,
+        schedule: &mut Schedule,
         free: usize,
     ) -> Result<Vec<Fetched>, StreamError> {
-        let reads: Vec<(&str, GroupRead)> = (0..queues.len().min(free))
-            .map(|i| (queues[(first + i) % queues.len()].as_str(), GroupRead::New))
-            .collect();
-        let options = ReadGroupOptions {
-            count: Some(free / reads.len()),
-            block: Some(FETCH_BLOCK),
-            no_ack: false,
-        };
+        let order = schedule.next();
+        let sources = schedule.sources();
+        let mut fetched = Vec::new();
+        for &i in &order {
+            let wanted = free - fetched.len();
+            if wanted == 0 {
+                return Ok(fetched);
+            }
+            let source = &sources[i];
+            let options = ReadGroupOptions {
+                count: Some(wanted),
+                block: None,
+                no_ack: false,
+            };
+            let read = [(source.stream.as_str(), GroupRead::New)];
+            self.read_into(&read, options, sources, &mut fetched)
+                .await?;
+        }
+        if fetched.is_empty() {
+            // A blocked read may bring a task from each source: more than
+            // the free slots are released at once.
+            let reads: Vec<(&str, GroupRead)> = order
+                .iter()
+                .map(|&i| (sources[i].stream.as_str(), GroupRead::New))
+                .collect();
+            let options = ReadGroupOptions {
+                count: Some((free / reads.len()).max(1)),
+                block: Some(FETCH_BLOCK),
+                no_ack: false,
+            };
+            self.read_into(&reads, options, sources, &mut fetched)
+                .await?;
+        }
+        Ok(fetched)
+    }
+
+    async fn read_into(
+        &self,
+        reads: &[(&str, GroupRead)],
+        options: ReadGroupOptions,
+        sources: &[schedule::Source],
+        fetched: &mut Vec<Fetched>,
+    ) -> Result<(), StreamError> {
         let read = self
             .orcastra
             .streams()
-            .read_group(WORKERS, &self.name, &reads, options)
+            .read_group(WORKERS, &self.name, reads, options)
             .await?;
-        Ok(read
-            .into_iter()
-            .flat_map(|(queue, entries)| {
-                entries.into_iter().map(move |entry| Fetched {
-                    queue: queue.clone(),
-                    entry,
-                    deliveries: 1,
-                })
-            })
-            .collect())
+        for (stream, entries) in read {
+            let Some(source) = sources.iter().find(|s| s.stream == stream) else {
+                continue;
+            };
+            fetched.extend(entries.into_iter().map(|entry| Fetched {
+                queue: source.queue.clone(),
+                stream: source.stream.clone(),
+                entry,
+                deliveries: 1,
+            }));
+        }
+        Ok(())
     }
 
     /// Tasks whose lease ran out (their worker died or stalled), claimed
     /// for this worker, with their delivery counts.
     async fn reclaim(
         &self,
-        queues: &[String],
+        schedule: &Schedule,
         free: usize,
         cursors: &mut HashMap<String, StreamId>,
     ) -> Result<Vec<Fetched>, StreamError> {
         let streams = self.orcastra.streams();
         let mut reclaimed = Vec::new();
-        for queue in queues {
+        for source in schedule.sources() {
             let wanted = free - reclaimed.len();
             if wanted == 0 {
                 break;
             }
-            let start = cursors.get(queue).copied().unwrap_or(StreamId::MIN);
+            let stream = &source.stream;
+            let start = cursors.get(stream).copied().unwrap_or(StreamId::MIN);
             let options = AutoClaim {
                 min_idle: self.lease,
                 start,
@@ -404,9 +483,9 @@ impl Shared {
                 just_id: false,
             };
             let claimed = streams
-                .auto_claim(queue, WORKERS, &self.name, options)
+                .auto_claim(stream, WORKERS, &self.name, options)
                 .await?;
-            cursors.insert(queue.clone(), claimed.next);
+            cursors.insert(stream.clone(), claimed.next);
             for entry in claimed.claimed {
                 let query = PendingQuery {
                     start: Bound::Included(entry.id),
@@ -416,13 +495,14 @@ impl Shared {
                     min_idle: None,
                 };
                 let deliveries = streams
-                    .pending(queue, WORKERS, &query)
+                    .pending(stream, WORKERS, &query)
                     .await?
                     .first()
                     .map_or(1, |pending| pending.deliveries);
-                tracing::info!(worker = %self.name, %queue, id = %entry.id, deliveries, "reclaimed a task whose lease ran out");
+                tracing::info!(worker = %self.name, %stream, id = %entry.id, deliveries, "reclaimed a task whose lease ran out");
                 reclaimed.push(Fetched {
-                    queue: queue.clone(),
+                    queue: source.queue.clone(),
+                    stream: stream.clone(),
                     entry: GroupEntry {
                         id: entry.id,
                         fields: Some(entry.fields),
@@ -497,7 +577,13 @@ impl Shared {
             }
             in_flight.keys().cloned().collect()
         };
-        for (queue, id) in released {
+        self.release(released).await;
+    }
+
+    /// Hands entries of this worker (stream, id) to the other workers at
+    /// once: their next reclaim takes them.
+    async fn release(&self, entries: Vec<(String, StreamId)>) {
+        for (stream, id) in entries {
             let release = ClaimOptions {
                 time_ms: Some(RELEASED_AT_MS),
                 just_id: true,
@@ -505,14 +591,14 @@ impl Shared {
             };
             let streams = self.orcastra.streams();
             let claimed = streams
-                .claim(&queue, WORKERS, &self.name, Duration::ZERO, &[id], release)
+                .claim(&stream, WORKERS, &self.name, Duration::ZERO, &[id], release)
                 .await;
             match claimed {
                 Ok(_) => {
-                    tracing::info!(worker = %self.name, %queue, %id, "released an unfinished task")
+                    tracing::info!(worker = %self.name, %stream, %id, "released a task")
                 }
                 Err(error) => {
-                    tracing::warn!(worker = %self.name, %queue, %id, %error, "cannot release a task; it waits for its lease to run out")
+                    tracing::warn!(worker = %self.name, %stream, %id, %error, "cannot release a task; it waits for its lease to run out")
                 }
             }
         }
@@ -522,19 +608,20 @@ impl Shared {
     async fn process(&self, task: Fetched) {
         let Fetched {
             queue,
+            stream,
             entry,
             deliveries,
         } = task;
-        let queue = queue.as_str();
+        let (queue, stream) = (queue.as_str(), stream.as_str());
         let id = entry.id;
         let Some(fields) = entry.fields else {
             // Deleted from the queue after delivery: nothing to run.
-            self.finish(queue, id, Write::default()).await;
+            self.finish(stream, id, Write::default()).await;
             return;
         };
         let Some(raw) = field(&fields, "task").cloned() else {
             self.dead_letter(
-                queue,
+                (queue, stream),
                 id,
                 fields,
                 None,
@@ -546,7 +633,7 @@ impl Shared {
         let envelope = match Envelope::decode(&raw) {
             Ok(envelope) => envelope,
             Err(error) => {
-                self.dead_letter(queue, id, fields, None, error.to_string())
+                self.dead_letter((queue, stream), id, fields, None, error.to_string())
                     .await;
                 return;
             }
@@ -556,7 +643,7 @@ impl Shared {
                 "no task named {:?} is registered with worker {}",
                 envelope.name, self.name
             );
-            self.dead_letter(queue, id, fields, Some(&envelope), reason)
+            self.dead_letter((queue, stream), id, fields, Some(&envelope), reason)
                 .await;
             return;
         };
@@ -568,7 +655,7 @@ impl Shared {
             // Cancelled, or a copy of a run that already ended (a timekeeper
             // crashed between queueing it and acknowledging the schedule).
             tracing::info!(worker = %self.name, task = %envelope.id, ?state, "skipped a task that must not run");
-            self.finish(queue, id, Write::default()).await;
+            self.finish(stream, id, Write::default()).await;
             return;
         }
         let options = task.options();
@@ -578,7 +665,7 @@ impl Shared {
                 "delivered {deliveries} times without finishing (at most {max_deliveries}): \
                  its workers died or stalled each time"
             );
-            self.dead_letter(queue, id, fields, Some(&envelope), reason)
+            self.dead_letter((queue, stream), id, fields, Some(&envelope), reason)
                 .await;
             return;
         }
@@ -598,7 +685,7 @@ impl Shared {
         let timeout = envelope.timeout.or(options.timeout);
         let cancel = CancellationToken::new();
         let release = CancellationToken::new();
-        let key = (queue.to_string(), id);
+        let key = (stream.to_string(), id);
         self.in_flight.lock().insert(
             key.clone(),
             InFlight {
@@ -658,7 +745,7 @@ impl Shared {
                 }
             }
             Outcome::Dead(reason) => {
-                self.dead_letter(queue, id, fields, Some(&envelope), reason)
+                self.dead_letter((queue, stream), id, fields, Some(&envelope), reason)
                     .await;
                 return;
             }
@@ -666,20 +753,20 @@ impl Shared {
             Outcome::Released => return,
         }
         write.states.push(end);
-        self.finish(queue, id, write).await;
+        self.finish(stream, id, write).await;
     }
 
     /// Moves a task that can never run to the dead letters, records it dead
     /// and acknowledges it.
     async fn dead_letter(
         &self,
-        queue: &str,
+        (queue, stream): (&str, &str),
         id: StreamId,
         mut fields: Fields,
         envelope: Option<&Envelope>,
         reason: String,
     ) {
-        tracing::warn!(worker = %self.name, %queue, %id, %reason, "task moved to the dead letters");
+        tracing::warn!(worker = %self.name, %stream, %id, %reason, "task moved to the dead letters");
         fields.push((Bytes::from_static(b"reason"), Bytes::from(reason.clone())));
         let mut write = Write::default();
         write.adds.push((dead_stream(queue), fields));
@@ -690,16 +777,16 @@ impl Shared {
             dead.error = Some(reason);
             write.states.push(dead);
         }
-        self.finish(queue, id, write).await;
+        self.finish(stream, id, write).await;
     }
 
     /// Writes how a task ended and acknowledges its entry, in one write
     /// (the acknowledgement last): if the backend fails, the task stays
     /// pending and is delivered again.
-    async fn finish(&self, queue: &str, id: StreamId, mut write: Write) {
-        write.acks.push((queue.to_string(), WORKERS, id));
+    async fn finish(&self, stream: &str, id: StreamId, mut write: Write) {
+        write.acks.push((stream.to_string(), WORKERS, id));
         if let Err(error) = self.orcastra.write(write).await {
-            tracing::warn!(worker = %self.name, %queue, %id, %error, "cannot finish a task; it stays pending");
+            tracing::warn!(worker = %self.name, %stream, %id, %error, "cannot finish a task; it stays pending");
         }
     }
 

@@ -6,7 +6,7 @@ async fn misspelt() {}
 #[orca_task(timeout = "thirty seconds")]
 async fn bad_duration() {}
 
-#[orca_task(priority = 300)]
+#[orca_task(priority = 4)]
 async fn too_urgent() {}
 
 #[orca_task(queue = crawl)]
