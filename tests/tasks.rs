@@ -633,6 +633,42 @@ async fn queues_are_served_by_weight(s: Subject) {
     worker.stop().await;
 }
 
+async fn state_events_reach_subscribers_and_results_go_after_their_time(s: Subject) {
+    let mut events = s.orca.subscribe();
+    let worker = worker_for(&s, divide::task()).await;
+    let handle = divide::submit(&s.orca, 9, 3).await.unwrap();
+    assert_eq!(handle.result().await.unwrap().unwrap(), 3);
+    let mut seen = Vec::new();
+    while seen.last() != Some(&State::Succeeded) {
+        let event = events.recv().await.unwrap();
+        if event.id == handle.id() {
+            seen.push(event.state);
+        }
+    }
+    // Queued and running may be recorded in either order by two writers.
+    seen.sort_by_key(|state| *state as u8);
+    assert_eq!(seen, [State::Queued, State::Running, State::Succeeded]);
+
+    // Results kept for a moment only: the state events, the finished state
+    // and the queue entries every worker is done with go.
+    s.orca.keep_results(Duration::from_millis(200));
+    let streams = s.orca.streams();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states = streams.len("orca:states").await.unwrap();
+        let queued = streams.len("orca:queue:math").await.unwrap();
+        if s.orca.state(handle.id()).is_none() && states == 0 && queued == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{states} events, {queued} queued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.stop().await;
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -662,6 +698,7 @@ suite!(
     running_tasks_report_progress,
     priorities_come_first_but_never_starve_the_rest,
     queues_are_served_by_weight,
+    state_events_reach_subscribers_and_results_go_after_their_time,
 );
 
 // One at a time: it counts the gated tasks running in the whole process.

@@ -1,11 +1,13 @@
 //! [`Orcastra`]: a handle on a task backend, to submit tasks, follow their
 //! states and start workers.
 
+mod housekeeping;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +39,9 @@ pub(crate) fn queue_stream(queue: &str, priority: u8) -> String {
         level => format!("orca:queue+{level}:{queue}"),
     }
 }
+
+/// How the streams of queues begin.
+const QUEUE_PREFIXES: [&str; 2] = ["orca:queue:", "orca:queue+"];
 
 /// The dead letters of queue `queue`.
 pub(crate) fn dead_stream(queue: &str) -> String {
@@ -130,8 +135,18 @@ pub(crate) struct Inner {
     writer: Writer,
     /// What due times and backoffs are measured with.
     pub(crate) clock: Arc<dyn Clock>,
+    /// How long state events and results are kept, in milliseconds.
+    keep_results_ms: AtomicU64,
+    /// Wakes the housekeeping when the time results are kept changes.
+    keep_changed: Arc<tokio::sync::Notify>,
     /// Groups this process knows to exist, by stream.
     groups: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl Inner {
+    fn keep_results(&self) -> Duration {
+        Duration::from_millis(self.keep_results_ms.load(Ordering::Relaxed))
+    }
 }
 
 impl Orcastra {
@@ -165,9 +180,12 @@ impl Orcastra {
                 states: StateKeeper::default(),
                 writer,
                 clock: Arc::new(clock),
+                keep_results_ms: AtomicU64::new(DEFAULT_KEEP_RESULTS.as_millis() as u64),
+                keep_changed: Arc::default(),
                 groups: Mutex::new(HashMap::new()),
             }
         });
+        tokio::spawn(housekeeping::run(Arc::downgrade(&inner)));
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let mut failures = 0u32;
@@ -190,6 +208,58 @@ impl Orcastra {
 
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    /// Keeps state events, and so results, for `keep` from when they were
+    /// recorded (default one day); older ones are trimmed from the backend
+    /// and finished tasks older than that forgotten. A task that waits
+    /// longer than `keep` for its worker has no state in processes that
+    /// start after its events went, until it runs.
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
+    /// let orca = orcastra::Orcastra::open("memory://").await?;
+    /// orca.keep_results(Duration::from_secs(3600));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keep_results(&self, keep: Duration) {
+        let ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.inner.keep_results_ms.store(ms, Ordering::Relaxed);
+        self.inner.keep_changed.notify_waiters();
+    }
+
+    /// Every state this process records or reads from now on, as it comes
+    /// (a receiver that falls more than 4096 states behind loses the
+    /// oldest and is told how many): for live views of tasks.
+    ///
+    /// ```
+    /// use orcastra::prelude::*;
+    ///
+    /// #[orca_task]
+    /// async fn ping() {}
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let orca = Orcastra::open("memory://").await?;
+    /// let mut events = orca.subscribe();
+    /// let worker = orca.worker().register(ping::task()).start().await?;
+    /// let handle = ping::submit(&orca).await?;
+    /// loop {
+    ///     let event = events.recv().await?;
+    ///     if event.id == handle.id() && event.state == State::Succeeded {
+    ///         break;
+    ///     }
+    /// }
+    /// worker.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RunState> {
+        self.inner.states.subscribe()
     }
 
     /// The streams underneath: the queues (`orca:queue:<name>`, group
@@ -410,6 +480,9 @@ impl Orcastra {
         WorkerBuilder::new(self.clone())
     }
 }
+
+/// How long results are kept unless told otherwise.
+const DEFAULT_KEEP_RESULTS: Duration = Duration::from_secs(24 * 3600);
 
 /// How long one read of the state events waits for one; the follower stops
 /// within this time of the last handle going.

@@ -111,7 +111,7 @@ async fn write_batch<'a>(
         let events = states.iter().map(RunState::fields).collect();
         let ids = streams.add_batch(STATES, events).await?;
         for (state, id) in states.iter_mut().zip(ids) {
-            state.updated_ms = id.ms;
+            state.recorded_by(id);
         }
         inner.states.apply(states);
     }

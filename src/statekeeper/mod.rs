@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
 use crate::record::StreamId;
 use crate::streams::{Backend, Entry, ReadFrom, StreamError, Streams, field};
@@ -119,6 +119,9 @@ pub struct RunState {
     pub progress: Option<Bytes>,
     /// When this state was recorded, in milliseconds since the Unix epoch.
     pub updated_ms: u64,
+    /// The event that recorded it: of two states of one stage of a run, the
+    /// later event wins.
+    event: StreamId,
 }
 
 impl RunState {
@@ -134,7 +137,14 @@ impl RunState {
             error: None,
             progress: None,
             updated_ms: 0,
+            event: StreamId::MIN,
         }
+    }
+
+    /// This state as recorded by event `event`.
+    pub(crate) fn recorded_by(&mut self, event: StreamId) {
+        self.event = event;
+        self.updated_ms = event.ms;
     }
 
     /// The fields of the event that records this state.
@@ -181,24 +191,53 @@ impl RunState {
             error: text("error").map(str::to_string),
             progress: field("progress").cloned(),
             updated_ms: entry.id.ms,
+            event: entry.id,
         })
     }
 }
 
 /// The run states this process has seen, kept current by
 /// [`catch_up`](Self::catch_up).
-#[derive(Default)]
 pub(crate) struct StateKeeper {
     states: Mutex<HashMap<TaskId, RunState>>,
     changed: Notify,
+    /// Every state taken in, for subscribers.
+    events: broadcast::Sender<RunState>,
     /// The last event read.
     seen: Mutex<StreamId>,
 }
+
+impl Default for StateKeeper {
+    fn default() -> Self {
+        StateKeeper {
+            states: Mutex::default(),
+            changed: Notify::new(),
+            events: broadcast::channel(EVENTS_BEHIND).0,
+            seen: Mutex::default(),
+        }
+    }
+}
+
+/// How far a subscriber may fall behind before it loses states.
+const EVENTS_BEHIND: usize = 4096;
 
 impl StateKeeper {
     /// The latest state of task `id`, if this process has seen it.
     pub(crate) fn get(&self, id: TaskId) -> Option<RunState> {
         self.states.lock().get(&id).cloned()
+    }
+
+    /// Every state taken in from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<RunState> {
+        self.events.subscribe()
+    }
+
+    /// Forgets the tasks that finished before `ms` (milliseconds since the
+    /// epoch).
+    pub(crate) fn forget_finished_before(&self, ms: u64) {
+        self.states
+            .lock()
+            .retain(|_, state| !state.state.is_final() || state.updated_ms >= ms);
     }
 
     /// Where task `id` stands and in which attempt, without copying the
@@ -226,16 +265,20 @@ impl StateKeeper {
     }
 
     /// Takes in recorded states: the ones this process wrote as soon as
-    /// they are written, and every one as it is read.
+    /// they are written, and every one as it is read (so its own twice: the
+    /// second time changes nothing and is not an event).
     pub(crate) fn apply(&self, recorded: impl IntoIterator<Item = RunState>) {
         let mut states = self.states.lock();
         for state in recorded {
             let replaces = states.get(&state.id).is_none_or(|current| {
                 !current.state.is_final()
-                    && (state.attempt, state.state.rank())
-                        >= (current.attempt, current.state.rank())
+                    && (state.attempt, state.state.rank(), state.event)
+                        > (current.attempt, current.state.rank(), current.event)
             });
             if replaces {
+                if self.events.receiver_count() > 0 {
+                    let _ = self.events.send(state.clone());
+                }
                 states.insert(state.id, state);
             }
         }
@@ -265,5 +308,59 @@ impl StateKeeper {
             self.apply(entries.iter().filter_map(RunState::from_entry));
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(id: TaskId, state: State, event: u64) -> RunState {
+        let mut recorded = RunState::new(id, "t", state, 0);
+        recorded.recorded_by(StreamId::new(event, 0));
+        recorded
+    }
+
+    #[test]
+    fn each_state_is_one_event_however_often_it_is_read() {
+        let keeper = StateKeeper::default();
+        let mut events = keeper.subscribe();
+        let id = TaskId::new();
+        let running = recorded(id, State::Running, 2);
+        let mut progress = running.clone();
+        progress.progress = Some(Bytes::from_static(b"1"));
+        progress.recorded_by(StreamId::new(3, 0));
+        // Recorded by this process, then each read back from the stream.
+        keeper.apply([running.clone(), progress.clone()]);
+        keeper.apply([recorded(id, State::Queued, 1), running, progress.clone()]);
+        assert_eq!(keeper.get(id), Some(progress));
+        let done = recorded(id, State::Succeeded, 4);
+        keeper.apply([done.clone(), done]);
+
+        let mut seen = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            seen.push((event.state, event.progress.is_some()));
+        }
+        let expected = [
+            (State::Running, false),
+            (State::Running, true),
+            (State::Succeeded, false),
+        ];
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn finished_tasks_are_forgotten_after_their_time() {
+        let keeper = StateKeeper::default();
+        let (old, new, waiting) = (TaskId::new(), TaskId::new(), TaskId::new());
+        keeper.apply([
+            recorded(old, State::Failed, 10),
+            recorded(new, State::Succeeded, 30),
+            recorded(waiting, State::Queued, 5),
+        ]);
+        keeper.forget_finished_before(20);
+        assert_eq!(keeper.get(old), None);
+        assert!(keeper.get(new).is_some());
+        assert!(keeper.get(waiting).is_some(), "not finished: kept");
     }
 }

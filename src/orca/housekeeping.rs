@@ -1,0 +1,93 @@
+//! What the task layer no longer needs goes: state events older than the
+//! time results are kept (and, from memory, the final states they
+//! recorded), and the entries of the queues and of the schedule that every
+//! group has delivered and acknowledged.
+//!
+//! Every handle sweeps; sweeps of several processes trim to the same
+//! points, so they do not conflict.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::record::StreamId;
+use crate::statekeeper::STATES;
+use crate::streams::{StreamError, Streams, Trim};
+use crate::timekeeper::SCHEDULED;
+
+use super::{BACKEND_RETRY, Inner, QUEUE_PREFIXES};
+
+/// The longest time between sweeps.
+const MOST_BETWEEN: Duration = Duration::from_secs(60);
+
+/// Sweeps until the handle is gone.
+pub(crate) async fn run(inner: Weak<Inner>) {
+    let mut failures = 0u32;
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        // Holds the handle only while it sweeps, or the handle would never
+        // go; a new keep time wakes it, even one set during the sweep.
+        let keep_changed = Arc::clone(&strong.keep_changed);
+        let changed = keep_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let pause = (strong.keep_results() / 4).min(MOST_BETWEEN);
+        let pause = match sweep(&strong).await {
+            Ok(()) => {
+                failures = 0;
+                pause
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let delay = BACKEND_RETRY.delay(failures - 1, fastrand::f64());
+                tracing::warn!(%error, ?delay, "housekeeping failed; retrying");
+                delay
+            }
+        };
+        drop(strong);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = changed => {}
+        }
+    }
+}
+
+async fn sweep(inner: &Inner) -> Result<(), StreamError> {
+    let keep = u64::try_from(inner.keep_results().as_millis()).unwrap_or(u64::MAX);
+    let oldest_kept = inner.clock.now_ms().saturating_sub(keep);
+    let streams = &inner.streams;
+    streams
+        .trim(STATES, Trim::min_id(StreamId::new(oldest_kept, 0)))
+        .await?;
+    inner.states.forget_finished_before(oldest_kept);
+    let known: Vec<String> = inner.groups.lock().keys().cloned().collect();
+    for stream in known {
+        if stream == SCHEDULED || QUEUE_PREFIXES.iter().any(|p| stream.starts_with(p)) {
+            trim_done(inner, &stream).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops the entries of `stream` that every group has delivered and
+/// acknowledged: those before its oldest pending or undelivered entry.
+async fn trim_done(inner: &Inner, stream: &str) -> Result<(), StreamError> {
+    let streams = &inner.streams;
+    let mut first_needed: Option<StreamId> = None;
+    for group in streams.groups(stream).await? {
+        let needed = if group.pending > 0 {
+            streams.pending_summary(stream, &group.name).await?.min
+        } else {
+            group.last_delivered_id.next()
+        };
+        let Some(needed) = needed else {
+            return Ok(());
+        };
+        first_needed = Some(first_needed.map_or(needed, |first| first.min(needed)));
+    }
+    if let Some(first) = first_needed {
+        streams.trim(stream, Trim::min_id(first)).await?;
+    }
+    Ok(())
+}
