@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use orcastra::prelude::*;
-use orcastra::streams::{AddOptions, Bound, Streams, field};
+use orcastra::streams::{AddOptions, Bound, Clock, Streams, field};
 use orcastra::task::Envelope;
 use orcastra::{Orcastra, TaskFailure};
 use tempfile::TempDir;
@@ -154,6 +154,57 @@ async fn heavy(key: String) {
 #[orca_task(queue = "light")]
 async fn light(key: String) {
     record_order(key, "light".into());
+}
+
+/// Gates of the `held` task, by key.
+static HOLDS: LazyLock<Mutex<HashMap<String, std::sync::Arc<Semaphore>>>> =
+    LazyLock::new(Default::default);
+
+fn hold(key: &str) -> std::sync::Arc<Semaphore> {
+    let mut holds = HOLDS.lock().unwrap();
+    let gate = holds.entry(key.to_string());
+    std::sync::Arc::clone(gate.or_insert_with(|| std::sync::Arc::new(Semaphore::new(0))))
+}
+
+/// Runs until the test lets its key go; returns which call it was.
+#[orca_task(queue = "held")]
+async fn held(key: String) -> usize {
+    let call = count_call(&key);
+    hold(&key).acquire().await.unwrap().forget();
+    call
+}
+
+/// When each call of a key began, on Tokio's clock (paused in a test).
+static TOKIO_STARTS: LazyLock<Mutex<HashMap<String, Vec<tokio::time::Instant>>>> =
+    LazyLock::new(Default::default);
+
+/// Fails its first `failures` calls; retried after minutes.
+#[orca_task(queue = "patient-retries", retries = 3, backoff = "1m")]
+async fn reluctant(key: String, failures: usize) -> Result<usize, String> {
+    let now = tokio::time::Instant::now();
+    TOKIO_STARTS
+        .lock()
+        .unwrap()
+        .entry(key.clone())
+        .or_default()
+        .push(now);
+    let call = count_call(&key);
+    if call <= failures {
+        return Err(format!("failure {call}"));
+    }
+    Ok(call)
+}
+
+/// Wall-clock time that moves with Tokio's clock, paused or not.
+struct TokioClock {
+    start_ms: u64,
+    start: tokio::time::Instant,
+}
+
+impl orcastra::streams::Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        self.start_ms + self.start.elapsed().as_millis() as u64
+    }
 }
 
 /// Polls until `key` has been called `n` times.
@@ -669,6 +720,66 @@ async fn state_events_reach_subscribers_and_results_go_after_their_time(s: Subje
     worker.stop().await;
 }
 
+async fn unique_tasks_are_one_task_while_unfinished(s: Subject) {
+    let key = format!("unique-{}", orcastra::task::TaskId::new());
+    let mut unique = orcastra::SubmitOptions {
+        unique_key: Some(key.clone()),
+        ..Default::default()
+    };
+    let worker = s
+        .orca
+        .worker()
+        .concurrency(4)
+        .register(held::task())
+        .start()
+        .await
+        .unwrap();
+    // Concurrent submissions with one key are one task.
+    let submits: Vec<_> = (0..8)
+        .map(|_| {
+            let (orca, unique, key) = (s.orca.clone(), unique.clone(), key.clone());
+            tokio::spawn(async move { orca.submit_with(held::task(), (key,), unique).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for submit in submits {
+        ids.push(submit.await.unwrap().unwrap().id());
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    called(&key, 1).await;
+    // Also while it runs.
+    let running = s
+        .orca
+        .submit_with(held::task(), (key.clone(),), unique.clone())
+        .await
+        .unwrap();
+    assert_eq!(running.id(), ids[0]);
+    hold(&key).add_permits(1);
+    assert_eq!(running.result().await.unwrap().unwrap(), 1);
+
+    // Finished: the key is free, a submission is a new task.
+    let second = s
+        .orca
+        .submit_with(held::task(), (key.clone(),), unique.clone())
+        .await
+        .unwrap();
+    assert_ne!(second.id(), ids[0]);
+    hold(&key).add_permits(1);
+    assert_eq!(second.result().await.unwrap().unwrap(), 2);
+
+    // Within a window after it finished, the finished task still answers.
+    unique.unique_for = Some(Duration::from_secs(3600));
+    let within = s
+        .orca
+        .submit_with(held::task(), (key.clone(),), unique)
+        .await
+        .unwrap();
+    assert_eq!(within.id(), second.id());
+    assert_eq!(within.result().await.unwrap().unwrap(), 2);
+    assert_eq!(calls(&key), 2);
+    worker.stop().await;
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -699,12 +810,97 @@ suite!(
     priorities_come_first_but_never_starve_the_rest,
     queues_are_served_by_weight,
     state_events_reach_subscribers_and_results_go_after_their_time,
+    unique_tasks_are_one_task_while_unfinished,
 );
 
 // One at a time: it counts the gated tasks running in the whole process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_fetches_no_more_than_its_free_slots_in_memory() {
     a_worker_fetches_no_more_than_its_free_slots(memory().await).await;
+}
+
+/// Backoffs of minutes, on paused time: the test takes no real minutes, and
+/// shows each retry waits its backoff (half to all of 1 min × 2ⁿ) and no
+/// less.
+#[tokio::test(start_paused = true)]
+async fn retries_wait_their_backoff_on_paused_time() {
+    let backend = orcastra::streams::Backend::open("memory://", Default::default())
+        .await
+        .unwrap();
+    let clock = TokioClock {
+        start_ms: orcastra::streams::SystemClock.now_ms(),
+        start: tokio::time::Instant::now(),
+    };
+    let orca = Orcastra::on_with_clock(backend, clock);
+    let key = format!("reluctant-{}", orcastra::task::TaskId::new());
+    let worker = orca
+        .worker()
+        .register(reluctant::task())
+        .start()
+        .await
+        .unwrap();
+    let handle = reluctant::submit(&orca, key.clone(), 2).await.unwrap();
+    assert_eq!(handle.result().await.unwrap().unwrap(), 3);
+    let starts = TOKIO_STARTS.lock().unwrap()[&key].clone();
+    let seconds = Duration::from_secs;
+    let (first, second) = (starts[1] - starts[0], starts[2] - starts[1]);
+    assert!(first >= seconds(30) && first <= seconds(61), "{first:?}");
+    assert!(
+        second >= seconds(60) && second <= seconds(121),
+        "{second:?}"
+    );
+    assert_eq!(orca.state(handle.id()).unwrap().attempt, 2);
+    worker.stop().await;
+}
+
+/// A delayed task waits in the data directory through a restart, runs
+/// after it once, and not before its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_tasks_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_string();
+    let key = format!("restarted-{}", orcastra::task::TaskId::new());
+    let delay = Duration::from_millis(1500);
+    let submitted = Instant::now();
+    let id = {
+        let orca = Orcastra::open(&url).await.unwrap();
+        let later = orcastra::SubmitOptions {
+            delay: Some(delay),
+            ..Default::default()
+        };
+        let handle = orca
+            .submit_with(flaky::task(), (key.clone(), 0), later)
+            .await
+            .unwrap();
+        handle.id()
+    };
+    // The first handle's tasks let the logs go within a second or so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (orca, worker) = loop {
+        let reopened = async {
+            let orca = Orcastra::open(&url).await?;
+            let worker = orca.worker().register(flaky::task()).start().await?;
+            Ok::<_, orcastra::Error>((orca, worker))
+        };
+        match reopened.await {
+            Ok(opened) => break opened,
+            Err(error) => assert!(Instant::now() < deadline, "{error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let state = orca.state(id).unwrap();
+    assert!(
+        matches!(
+            state.state,
+            State::Scheduled | State::Queued | State::Running | State::Succeeded
+        ),
+        "{state:?}"
+    );
+    let handle = orca.handle::<usize>(id);
+    assert_eq!(handle.result().await.unwrap().unwrap(), 1);
+    assert!(starts(&key)[0] - submitted >= delay);
+    worker.stop().await;
+    assert_eq!(calls(&key), 1);
 }
 
 /// Two handles on one Redis stand for two processes: the worker of one runs

@@ -2,6 +2,7 @@
 //! states and start workers.
 
 mod housekeeping;
+mod unique;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
@@ -89,6 +90,13 @@ pub struct SubmitOptions {
     pub retries: Option<u32>,
     /// How long one run may take.
     pub timeout: Option<Duration>,
+    /// An idempotency key: while a task of this name submitted with this
+    /// key has not finished, submitting it again returns that task instead
+    /// of a new one.
+    pub unique_key: Option<String>,
+    /// With `unique_key`: how long after the task finished it still answers
+    /// for its key (default: not at all).
+    pub unique_for: Option<Duration>,
 }
 
 /// A task that ended without a result.
@@ -362,6 +370,19 @@ impl Orcastra {
         for args in args {
             let mut envelope =
                 Envelope::new(T::NAME, defaults.queue, encode_args::<T>(&args)?, now);
+            if let Some(key) = &options.unique_key {
+                let window = options.unique_for.unwrap_or_default();
+                match self.claim(T::NAME, key, window).await? {
+                    unique::Claim::Held(id) => {
+                        handles.push(self.handle(id));
+                        continue;
+                    }
+                    unique::Claim::Taken(id) => {
+                        envelope.id = id;
+                        envelope.idempotency_key = Some(key.clone());
+                    }
+                }
+            }
             envelope.priority = priority;
             envelope.max_retries = options.retries;
             envelope.timeout = options.timeout;
@@ -373,14 +394,41 @@ impl Orcastra {
                 let scheduled = RunState::new(envelope.id, T::NAME, State::Scheduled, 0);
                 write.states.push(scheduled);
             }
-            handles.push(TaskHandle {
-                id: envelope.id,
-                orcastra: self.clone(),
-                _output: PhantomData,
-            });
+            handles.push(self.handle(envelope.id));
         }
         self.write(write).await?;
         Ok(handles)
+    }
+
+    /// A handle on task `id`, submitted by any process sharing the
+    /// backend, to await its result as an `O`.
+    ///
+    /// ```
+    /// use orcastra::prelude::*;
+    ///
+    /// #[orca_task]
+    /// async fn square(n: u64) -> u64 {
+    ///     n * n
+    /// }
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let orca = Orcastra::open("memory://").await?;
+    /// let worker = orca.worker().register(square::task()).start().await?;
+    /// let id = square::submit(&orca, 7).await?.id();
+    /// // Elsewhere, knowing only the id:
+    /// let result: u64 = orca.handle(id).result().await??;
+    /// assert_eq!(result, 49);
+    /// worker.stop().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn handle<O>(&self, id: TaskId) -> TaskHandle<O> {
+        TaskHandle {
+            id,
+            orcastra: self.clone(),
+            _output: PhantomData,
+        }
     }
 
     /// Puts an envelope in its queue and records it as queued, as part of

@@ -13,7 +13,11 @@ use uuid::Uuid;
 use super::task_capnp::envelope;
 use crate::record::read_message;
 
-/// A task's id: a UUID v7, so ids sort by submission time.
+/// The UUID namespace of unique tasks' ids.
+const UNIQUE_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6361_7374_7261_8000_756e_6971_7565);
+
+/// A task's id: a UUID v7, so ids sort by submission time (a unique task's
+/// id is a UUID v5 derived from its key).
 ///
 /// ```
 /// use orcastra::task::TaskId;
@@ -30,6 +34,13 @@ impl TaskId {
     #[allow(clippy::new_without_default)] // a default id would be a random one: say `new`
     pub fn new() -> Self {
         TaskId(Uuid::now_v7())
+    }
+
+    /// The id of generation `generation` of the unique task `key` of task
+    /// `name`: a UUID v5 (a hash of the three), the same in every process.
+    pub(crate) fn unique(name: &str, key: &str, generation: u64) -> Self {
+        let name = format!("{name}\n{key}\n{generation}");
+        TaskId(Uuid::new_v5(&UNIQUE_NAMESPACE, name.as_bytes()))
     }
 
     /// The id's 16 bytes.
