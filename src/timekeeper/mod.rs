@@ -31,6 +31,8 @@ const DEAD_SCHEDULED: &str = "orca:dead:scheduled";
 const TIMEKEEPERS: &str = "timekeepers";
 /// How long a timekeeper with nothing due waits for new entries per read.
 const IDLE_BLOCK: Duration = Duration::from_millis(250);
+/// The longest wait for a task due soon before looking for new entries.
+const SOON_STEP: Duration = Duration::from_millis(5);
 /// Ids per lease renewal.
 const RENEW_CHUNK: usize = 1000;
 
@@ -112,10 +114,14 @@ impl Timekeeper {
         let until_due = self.held.keys().next().map_or(IDLE_BLOCK, |&(due, _)| {
             Duration::from_millis(due.saturating_sub(self.orcastra.inner().clock.now_ms()))
         });
+        // A server may end a blocked read late (Redis checks timeouts on
+        // its 100 ms cron when idle): with a task due soon, look for new
+        // entries without blocking and wait on our own timer, a little at
+        // a time, so that an entry due even sooner is not missed long.
+        let due_soon = until_due < IDLE_BLOCK;
         let options = ReadGroupOptions {
             count: Some(1024),
-            // No wait (`None`) when something is due now: BLOCK 0 waits forever.
-            block: Some(until_due.min(IDLE_BLOCK)).filter(|block| !block.is_zero()),
+            block: Some(IDLE_BLOCK).filter(|_| !due_soon),
             no_ack: false,
         };
         let read = self
@@ -128,6 +134,9 @@ impl Timekeeper {
                 options,
             )
             .await?;
+        if due_soon && read.is_empty() {
+            tokio::time::sleep(until_due.min(SOON_STEP)).await;
+        }
         for (_, entries) in read {
             for entry in entries {
                 self.hold(entry.id, entry.fields.unwrap_or_default())
