@@ -19,11 +19,13 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -807,35 +809,30 @@ impl Shared {
     }
 }
 
-/// Runs a task in a Tokio task of its own, so that a panic is a failure and
-/// a timeout or a release can abort it.
+/// Runs a task, catching its panic as a failure; a timeout or a release
+/// drops it at its next await.
 async fn run(run: Run, timeout: Option<Duration>, release: &CancellationToken) -> Outcome {
-    let mut handle = tokio::spawn(run);
-    let expired = async {
+    let caught = AssertUnwindSafe(run).catch_unwind();
+    let limited = async {
         match timeout {
-            Some(limit) => tokio::time::sleep(limit).await,
-            None => std::future::pending().await,
+            Some(limit) => tokio::time::timeout(limit, caught).await.ok(),
+            None => Some(caught.await),
         }
     };
-    let joined = tokio::select! {
-        joined = &mut handle => joined,
-        () = release.cancelled() => {
-            handle.abort();
-            return Outcome::Released;
-        }
-        () = expired => {
-            handle.abort();
-            let limit = timeout.unwrap_or_default();
-            return Outcome::Failed(TaskError::new(format!("timed out after {limit:?}")));
-        }
+    let ended = tokio::select! {
+        ended = limited => ended,
+        () = release.cancelled() => return Outcome::Released,
     };
-    match joined {
-        Ok(outcome) => outcome,
-        Err(error) if error.is_panic() => Outcome::Failed(TaskError::new(format!(
+    match ended {
+        Some(Ok(outcome)) => outcome,
+        Some(Err(panic)) => Outcome::Failed(TaskError::new(format!(
             "panicked: {}",
-            panic_message(&error.into_panic())
+            panic_message(&panic)
         ))),
-        Err(error) => Outcome::Failed(TaskError::new(format!("did not finish: {error}"))),
+        None => {
+            let limit = timeout.unwrap_or_default();
+            Outcome::Failed(TaskError::new(format!("timed out after {limit:?}")))
+        }
     }
 }
 
