@@ -717,6 +717,10 @@ async fn state_events_reach_subscribers_and_results_go_after_their_time(s: Subje
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(matches!(
+        handle.result().await,
+        Err(orcastra::Error::Forgotten(id)) if id == handle.id()
+    ));
     worker.stop().await;
 }
 

@@ -67,6 +67,10 @@ pub enum Error {
     /// A submission with a priority above [`MAX_PRIORITY`].
     #[error("priority {0} is out of range: 0 (the default) to 3 (the highest)")]
     Priority(u8),
+    /// The task finished longer ago than results are kept
+    /// ([`Orcastra::keep_results`]): its result is gone.
+    #[error("task {0} ended longer ago than results are kept; its result is gone")]
+    Forgotten(TaskId),
     /// A result does not decode as the task's output type.
     #[error("the result of task {id} does not decode: {reason}")]
     Output {
@@ -220,9 +224,10 @@ impl Orcastra {
 
     /// Keeps state events, and so results, for `keep` from when they were
     /// recorded (default one day); older ones are trimmed from the backend
-    /// and finished tasks older than that forgotten. A task that waits
-    /// longer than `keep` for its worker has no state in processes that
-    /// start after its events went, until it runs.
+    /// and finished tasks older than that forgotten: awaiting the result of
+    /// one fails with [`Error::Forgotten`]. A task that waits longer than
+    /// `keep` for its worker has no state in processes that start after
+    /// its events went, until it runs.
     ///
     /// ```
     /// # #[tokio::main]
@@ -557,7 +562,9 @@ impl<T: DeserializeOwned> TaskHandle<T> {
 
     /// Waits for the task to end: its output, or why it has none.
     pub async fn result(&self) -> Result<Result<T, TaskFailure>, Error> {
-        let end = self.orcastra.inner.states.finished(self.id).await;
+        let Some(end) = self.orcastra.inner.states.finished(self.id).await else {
+            return Err(Error::Forgotten(self.id));
+        };
         if end.state != State::Succeeded {
             return Ok(Err(TaskFailure {
                 id: self.id,

@@ -4,6 +4,7 @@
 //! shares the backend sees every task's state.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -203,6 +204,8 @@ pub(crate) struct StateKeeper {
     changed: Notify,
     /// Every state taken in, for subscribers.
     events: broadcast::Sender<RunState>,
+    /// Finished tasks that ended before this time (ms) are forgotten.
+    forgotten_before: AtomicU64,
     /// The last event read.
     seen: Mutex<StreamId>,
 }
@@ -213,6 +216,7 @@ impl Default for StateKeeper {
             states: Mutex::default(),
             changed: Notify::new(),
             events: broadcast::channel(EVENTS_BEHIND).0,
+            forgotten_before: AtomicU64::new(0),
             seen: Mutex::default(),
         }
     }
@@ -238,6 +242,8 @@ impl StateKeeper {
         self.states
             .lock()
             .retain(|_, state| !state.state.is_final() || state.updated_ms >= ms);
+        self.forgotten_before.fetch_max(ms, Ordering::Relaxed);
+        self.changed.notify_waiters();
     }
 
     /// Where task `id` stands and in which attempt, without copying the
@@ -251,14 +257,23 @@ impl StateKeeper {
         self.changed.notified()
     }
 
-    /// Waits until task `id` reaches a final state.
-    pub(crate) async fn finished(&self, id: TaskId) -> RunState {
+    /// Waits until task `id` reaches a final state; `None` if it is not
+    /// known and was submitted before the finished tasks last forgotten, so
+    /// its end went with them.
+    pub(crate) async fn finished(&self, id: TaskId) -> Option<RunState> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(state) = self.get(id).filter(|s| s.state.is_final()) {
-                return state;
+            match self.get(id) {
+                Some(state) if state.state.is_final() => return Some(state),
+                Some(_) => {}
+                None => {
+                    let forgotten = self.forgotten_before.load(Ordering::Relaxed);
+                    if id.submitted_ms().is_some_and(|ms| ms < forgotten) {
+                        return None;
+                    }
+                }
             }
             notified.await;
         }

@@ -43,6 +43,13 @@ impl TaskId {
         TaskId(Uuid::new_v5(&UNIQUE_NAMESPACE, name.as_bytes()))
     }
 
+    /// When the task was submitted (ms since the Unix epoch), which a
+    /// UUID v7 says; `None` for a unique task's id.
+    pub(crate) fn submitted_ms(&self) -> Option<u64> {
+        let (seconds, nanos) = self.0.get_timestamp()?.to_unix();
+        Some(seconds * 1000 + u64::from(nanos) / 1_000_000)
+    }
+
     /// The id's 16 bytes.
     pub fn as_bytes(&self) -> &[u8; 16] {
         self.0.as_bytes()
