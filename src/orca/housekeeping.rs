@@ -14,7 +14,7 @@ use crate::statekeeper::STATES;
 use crate::streams::{StreamError, Streams, Trim};
 use crate::timekeeper::SCHEDULED;
 
-use super::{BACKEND_RETRY, Inner, QUEUE_PREFIXES};
+use super::{BACKEND_RETRY, Inner, WORKERS};
 
 /// The longest time between sweeps.
 const MOST_BETWEEN: Duration = Duration::from_secs(60);
@@ -61,11 +61,13 @@ async fn sweep(inner: &Inner) -> Result<(), StreamError> {
         .trim(STATES, Trim::min_id(StreamId::new(oldest_kept, 0)))
         .await?;
     inner.states.forget_finished_before(oldest_kept);
-    let known: Vec<String> = inner.groups.lock().keys().cloned().collect();
-    for stream in known {
-        if stream == SCHEDULED || QUEUE_PREFIXES.iter().any(|p| stream.starts_with(p)) {
-            trim_done(inner, &stream).await?;
-        }
+    // The queues (served by workers) and the schedule.
+    let served: Vec<String> = (inner.groups.lock().iter())
+        .filter(|(stream, groups)| *stream == SCHEDULED || groups.contains(WORKERS))
+        .map(|(stream, _)| stream.clone())
+        .collect();
+    for stream in served {
+        trim_done(inner, &stream).await?;
     }
     Ok(())
 }

@@ -41,9 +41,6 @@ pub(crate) fn queue_stream(queue: &str, priority: u8) -> String {
     }
 }
 
-/// How the streams of queues begin.
-const QUEUE_PREFIXES: [&str; 2] = ["orca:queue:", "orca:queue+"];
-
 /// The dead letters of queue `queue`.
 pub(crate) fn dead_stream(queue: &str) -> String {
     format!("orca:dead:{queue}")
@@ -65,7 +62,7 @@ pub enum Error {
     #[error(transparent)]
     Args(#[from] ArgsError),
     /// A submission with a priority above [`MAX_PRIORITY`].
-    #[error("priority {0} is out of range: 0 (the default) to 3 (the highest)")]
+    #[error("priority {0} is out of range: 0 (the default) to {MAX_PRIORITY} (the highest)")]
     Priority(u8),
     /// The task finished longer ago than results are kept
     /// ([`Orcastra::keep_results`]): its result is gone.
@@ -519,12 +516,7 @@ impl Orcastra {
         }
         let mut cancelled = RunState::new(id, &current.name, State::Cancelled, current.attempt);
         cancelled.error = Some("cancelled".into());
-        let states = vec![cancelled];
-        self.write(Write {
-            states,
-            ..Write::default()
-        })
-        .await?;
+        self.write(Write::state(cancelled)).await?;
         Ok(true)
     }
 

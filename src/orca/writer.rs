@@ -32,6 +32,16 @@ pub(crate) struct Write {
     pub(crate) acks: Vec<(String, &'static str, StreamId)>,
 }
 
+impl Write {
+    /// A write of one state.
+    pub(crate) fn state(state: RunState) -> Write {
+        Write {
+            states: vec![state],
+            ..Write::default()
+        }
+    }
+}
+
 type Reply = oneshot::Sender<Result<(), StreamError>>;
 
 /// The sending side; the combining task ends when it is dropped.

@@ -202,6 +202,8 @@ impl RunState {
 pub(crate) struct StateKeeper {
     states: Mutex<HashMap<TaskId, RunState>>,
     changed: Notify,
+    /// Notified when a task is cancelled, for the workers running it.
+    cancelled: Notify,
     /// Every state taken in, for subscribers.
     events: broadcast::Sender<RunState>,
     /// Finished tasks that ended before this time (ms) are forgotten.
@@ -215,6 +217,7 @@ impl Default for StateKeeper {
         StateKeeper {
             states: Mutex::default(),
             changed: Notify::new(),
+            cancelled: Notify::new(),
             events: broadcast::channel(EVENTS_BEHIND).0,
             forgotten_before: AtomicU64::new(0),
             seen: Mutex::default(),
@@ -252,9 +255,9 @@ impl StateKeeper {
         self.states.lock().get(&id).map(|s| (s.state, s.attempt))
     }
 
-    /// Completes when a state is next recorded or read.
-    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.changed.notified()
+    /// Completes when a `Cancelled` state is next taken in.
+    pub(crate) fn cancellations(&self) -> tokio::sync::futures::Notified<'_> {
+        self.cancelled.notified()
     }
 
     /// Waits until task `id` reaches a final state; `None` if it is not
@@ -265,9 +268,14 @@ impl StateKeeper {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.get(id) {
-                Some(state) if state.state.is_final() => return Some(state),
-                Some(_) => {}
+            // Copied only once it is over: waiters wake at every change.
+            let known = self.states.lock().get(&id).map(|state| {
+                let over = state.state.is_final();
+                over.then(|| state.clone())
+            });
+            match known {
+                Some(Some(end)) => return Some(end),
+                Some(None) => {}
                 None => {
                     let forgotten = self.forgotten_before.load(Ordering::Relaxed);
                     if id.submitted_ms().is_some_and(|ms| ms < forgotten) {
@@ -284,6 +292,7 @@ impl StateKeeper {
     /// second time changes nothing and is not an event).
     pub(crate) fn apply(&self, recorded: impl IntoIterator<Item = RunState>) {
         let mut states = self.states.lock();
+        let mut cancellation = false;
         for state in recorded {
             let replaces = states.get(&state.id).is_none_or(|current| {
                 !current.state.is_final()
@@ -291,6 +300,7 @@ impl StateKeeper {
                         > (current.attempt, current.state.rank(), current.event)
             });
             if replaces {
+                cancellation |= state.state == State::Cancelled;
                 if self.events.receiver_count() > 0 {
                     let _ = self.events.send(state.clone());
                 }
@@ -299,6 +309,9 @@ impl StateKeeper {
         }
         drop(states);
         self.changed.notify_waiters();
+        if cancellation {
+            self.cancelled.notify_waiters();
+        }
     }
 
     /// Reads the state events recorded since the last call, waiting up to

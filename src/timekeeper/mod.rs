@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::orca::{BACKEND_RETRY, Orcastra, RELEASED_AT_MS, Write};
 use crate::record::StreamId;
 use crate::streams::{
-    AddOptions, AutoClaim, ClaimOptions, GroupRead, ReadGroupOptions, StreamError, Streams, field,
+    AutoClaim, ClaimOptions, GroupRead, ReadGroupOptions, StreamError, Streams, field,
 };
 use crate::task::Envelope;
 
@@ -159,11 +159,13 @@ impl Timekeeper {
                 tracing::warn!(timekeeper = %self.name, %id, %reason, "a scheduled entry is not a task");
                 let mut fields = fields;
                 fields.push((Bytes::from_static(b"reason"), Bytes::from(reason)));
-                let streams = self.orcastra.streams();
-                streams
-                    .add(DEAD_SCHEDULED, fields, AddOptions::default())
-                    .await?;
-                streams.ack(SCHEDULED, TIMEKEEPERS, &[id]).await.map(drop)
+                self.orcastra
+                    .write(Write {
+                        adds: vec![(DEAD_SCHEDULED.to_string(), fields)],
+                        acks: vec![(SCHEDULED.to_string(), TIMEKEEPERS, id)],
+                        ..Write::default()
+                    })
+                    .await
             }
         }
     }

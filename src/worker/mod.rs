@@ -311,14 +311,14 @@ struct Shared {
     slots: Arc<Semaphore>,
     concurrency: usize,
     lease: Duration,
-    in_flight: Mutex<HashMap<(String, StreamId), InFlight>>,
+    in_flight: Mutex<HashMap<(Arc<str>, StreamId), InFlight>>,
 }
 
 /// A task fetched for running: its queue and stream, its entry, and how
 /// many times it has been delivered (new entries: once).
 struct Fetched {
-    queue: String,
-    stream: String,
+    queue: Arc<str>,
+    stream: Arc<str>,
     entry: GroupEntry,
     deliveries: u64,
 }
@@ -332,7 +332,7 @@ impl Shared {
     /// never the end of the loop.
     async fn fetch_loop(self: Arc<Self>, mut schedule: Schedule, stop: CancellationToken) {
         let mut failures = 0u32;
-        let mut cursors: HashMap<String, StreamId> = HashMap::new();
+        let mut cursors: HashMap<Arc<str>, StreamId> = HashMap::new();
         let mut next_reclaim = Instant::now();
         while !stop.is_cancelled() {
             // Wait for a free slot.
@@ -413,7 +413,7 @@ impl Shared {
                 block: None,
                 no_ack: false,
             };
-            let read = [(source.stream.as_str(), GroupRead::New)];
+            let read = [(&*source.stream, GroupRead::New)];
             self.read_into(&read, options, sources, &mut fetched)
                 .await?;
         }
@@ -422,7 +422,7 @@ impl Shared {
             // the free slots are released at once.
             let reads: Vec<(&str, GroupRead)> = order
                 .iter()
-                .map(|&i| (sources[i].stream.as_str(), GroupRead::New))
+                .map(|&i| (&*sources[i].stream, GroupRead::New))
                 .collect();
             let options = ReadGroupOptions {
                 count: Some((free / reads.len()).max(1)),
@@ -448,12 +448,12 @@ impl Shared {
             .read_group(WORKERS, &self.name, reads, options)
             .await?;
         for (stream, entries) in read {
-            let Some(source) = sources.iter().find(|s| s.stream == stream) else {
+            let Some(source) = sources.iter().find(|s| *s.stream == stream) else {
                 continue;
             };
             fetched.extend(entries.into_iter().map(|entry| Fetched {
-                queue: source.queue.clone(),
-                stream: source.stream.clone(),
+                queue: Arc::clone(&source.queue),
+                stream: Arc::clone(&source.stream),
                 entry,
                 deliveries: 1,
             }));
@@ -467,7 +467,7 @@ impl Shared {
         &self,
         schedule: &Schedule,
         free: usize,
-        cursors: &mut HashMap<String, StreamId>,
+        cursors: &mut HashMap<Arc<str>, StreamId>,
     ) -> Result<Vec<Fetched>, StreamError> {
         let streams = self.orcastra.streams();
         let mut reclaimed = Vec::new();
@@ -487,7 +487,7 @@ impl Shared {
             let claimed = streams
                 .auto_claim(stream, WORKERS, &self.name, options)
                 .await?;
-            cursors.insert(stream.clone(), claimed.next);
+            cursors.insert(Arc::clone(stream), claimed.next);
             for entry in claimed.claimed {
                 let query = PendingQuery {
                     start: Bound::Included(entry.id),
@@ -503,8 +503,8 @@ impl Shared {
                     .map_or(1, |pending| pending.deliveries);
                 tracing::info!(worker = %self.name, %stream, id = %entry.id, deliveries, "reclaimed a task whose lease ran out");
                 reclaimed.push(Fetched {
-                    queue: source.queue.clone(),
-                    stream: stream.clone(),
+                    queue: Arc::clone(&source.queue),
+                    stream: Arc::clone(stream),
                     entry: GroupEntry {
                         id: entry.id,
                         fields: Some(entry.fields),
@@ -521,21 +521,27 @@ impl Shared {
     async fn cancel_loop(self: Arc<Self>, stop: CancellationToken) {
         let states = &self.orcastra.inner().states;
         loop {
-            let changed = states.changed();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+            let cancellations = states.cancellations();
+            tokio::pin!(cancellations);
+            cancellations.as_mut().enable();
             for run in self.in_flight.lock().values() {
-                if states
-                    .stage(run.task)
-                    .is_some_and(|(state, _)| state == State::Cancelled)
-                {
-                    run.cancel.cancel();
-                }
+                self.cancel_if_cancelled(run.task, &run.cancel);
             }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = changed => {}
+                () = cancellations => {}
             }
+        }
+    }
+
+    /// Tells the run of `task` it was cancelled, if it was.
+    fn cancel_if_cancelled(&self, task: TaskId, cancel: &CancellationToken) {
+        let states = &self.orcastra.inner().states;
+        if states
+            .stage(task)
+            .is_some_and(|(state, _)| state == State::Cancelled)
+        {
+            cancel.cancel();
         }
     }
 
@@ -547,7 +553,7 @@ impl Shared {
                 () = renewing.cancelled() => return,
                 () = tokio::time::sleep(self.lease / 3) => {}
             }
-            let mut by_queue: HashMap<String, Vec<StreamId>> = HashMap::new();
+            let mut by_queue: HashMap<Arc<str>, Vec<StreamId>> = HashMap::new();
             for (queue, id) in self.in_flight.lock().keys() {
                 by_queue.entry(queue.clone()).or_default().push(*id);
             }
@@ -572,7 +578,7 @@ impl Shared {
     /// Abandons the runs still in flight and hands their tasks to the
     /// other workers at once.
     async fn release_in_flight(&self) {
-        let released: Vec<(String, StreamId)> = {
+        let released: Vec<(Arc<str>, StreamId)> = {
             let in_flight = self.in_flight.lock();
             for run in in_flight.values() {
                 run.release.cancel();
@@ -584,7 +590,7 @@ impl Shared {
 
     /// Hands entries of this worker (stream, id) to the other workers at
     /// once: their next reclaim takes them.
-    async fn release(&self, entries: Vec<(String, StreamId)>) {
+    async fn release(&self, entries: Vec<(Arc<str>, StreamId)>) {
         for (stream, id) in entries {
             let release = ClaimOptions {
                 time_ms: Some(RELEASED_AT_MS),
@@ -614,16 +620,15 @@ impl Shared {
             entry,
             deliveries,
         } = task;
-        let (queue, stream) = (queue.as_str(), stream.as_str());
         let id = entry.id;
         let Some(fields) = entry.fields else {
             // Deleted from the queue after delivery: nothing to run.
-            self.finish(stream, id, Write::default()).await;
+            self.finish(&stream, id, Write::default()).await;
             return;
         };
         let Some(raw) = field(&fields, "task").cloned() else {
             self.dead_letter(
-                (queue, stream),
+                (&queue, &stream),
                 id,
                 fields,
                 None,
@@ -635,7 +640,7 @@ impl Shared {
         let envelope = match Envelope::decode(&raw) {
             Ok(envelope) => envelope,
             Err(error) => {
-                self.dead_letter((queue, stream), id, fields, None, error.to_string())
+                self.dead_letter((&queue, &stream), id, fields, None, error.to_string())
                     .await;
                 return;
             }
@@ -645,7 +650,7 @@ impl Shared {
                 "no task named {:?} is registered with worker {}",
                 envelope.name, self.name
             );
-            self.dead_letter((queue, stream), id, fields, Some(&envelope), reason)
+            self.dead_letter((&queue, &stream), id, fields, Some(&envelope), reason)
                 .await;
             return;
         };
@@ -657,7 +662,7 @@ impl Shared {
             // Cancelled, or a copy of a run that already ended (a timekeeper
             // crashed between queueing it and acknowledging the schedule).
             tracing::info!(worker = %self.name, task = %envelope.id, ?state, "skipped a task that must not run");
-            self.finish(stream, id, Write::default()).await;
+            self.finish(&stream, id, Write::default()).await;
             return;
         }
         let options = task.options();
@@ -667,7 +672,7 @@ impl Shared {
                 "delivered {deliveries} times without finishing (at most {max_deliveries}): \
                  its workers died or stalled each time"
             );
-            self.dead_letter((queue, stream), id, fields, Some(&envelope), reason)
+            self.dead_letter((&queue, &stream), id, fields, Some(&envelope), reason)
                 .await;
             return;
         }
@@ -680,22 +685,20 @@ impl Shared {
         running.worker = Some(self.name.clone());
         // Not waited for: the end of the run is written after it, and if
         // this write fails, so does that one, leaving the task pending.
-        self.orcastra.write_later(Write {
-            states: vec![running.clone()],
-            ..Write::default()
-        });
+        self.orcastra.write_later(Write::state(running.clone()));
         let timeout = envelope.timeout.or(options.timeout);
         let cancel = CancellationToken::new();
         let release = CancellationToken::new();
-        let key = (stream.to_string(), id);
-        self.in_flight.lock().insert(
-            key.clone(),
-            InFlight {
-                task: envelope.id,
-                cancel: cancel.clone(),
-                release: release.clone(),
-            },
-        );
+        let key = (Arc::clone(&stream), id);
+        let in_flight = InFlight {
+            task: envelope.id,
+            cancel: cancel.clone(),
+            release: release.clone(),
+        };
+        self.in_flight.lock().insert(key.clone(), in_flight);
+        // A cancellation between the check above and now found it not in
+        // flight.
+        self.cancel_if_cancelled(envelope.id, &cancel);
         let (progress, mut reports) = watch::channel(None);
         let context =
             TaskContext::reporting(envelope.id, envelope.attempt, cancel.clone(), progress);
@@ -707,7 +710,7 @@ impl Shared {
                 Ok(()) = reports.changed() => {
                     let mut report = running.clone();
                     report.progress = reports.borrow_and_update().clone();
-                    self.record(&report).await;
+                    self.record(report).await;
                 }
             }
         };
@@ -747,7 +750,7 @@ impl Shared {
                 }
             }
             Outcome::Dead(reason) => {
-                self.dead_letter((queue, stream), id, fields, Some(&envelope), reason)
+                self.dead_letter((&queue, &stream), id, fields, Some(&envelope), reason)
                     .await;
                 return;
             }
@@ -755,7 +758,7 @@ impl Shared {
             Outcome::Released => return,
         }
         write.states.push(end);
-        self.finish(stream, id, write).await;
+        self.finish(&stream, id, write).await;
     }
 
     /// Moves a task that can never run to the dead letters, records it dead
@@ -792,19 +795,12 @@ impl Shared {
         }
     }
 
-    /// Records a state; false (logged) if the backend failed, in which case
-    /// the task stays pending and is delivered again.
-    async fn record(&self, state: &RunState) -> bool {
-        let write = Write {
-            states: vec![state.clone()],
-            ..Write::default()
-        };
-        match self.orcastra.write(write).await {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(worker = %self.name, task = %state.id, %error, "cannot record a task state");
-                false
-            }
+    /// Records a state of a running task; a failure is logged (the run
+    /// goes on, and its end is recorded or it is delivered again).
+    async fn record(&self, state: RunState) {
+        let task = state.id;
+        if let Err(error) = self.orcastra.write(Write::state(state)).await {
+            tracing::warn!(worker = %self.name, %task, %error, "cannot record a task state");
         }
     }
 }

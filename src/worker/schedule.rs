@@ -12,14 +12,16 @@
 //! queue are fetched first at least once every W fetches however many
 //! higher ones wait: 15 fetches for a worker of one queue.
 
+use std::sync::Arc;
+
 use crate::orca::{MAX_PRIORITY, queue_stream};
 
 /// One stream a worker fetches from.
 pub(crate) struct Source {
     /// The queue's name.
-    pub(crate) queue: String,
+    pub(crate) queue: Arc<str>,
     /// The stream of the queue's tasks of one priority.
-    pub(crate) stream: String,
+    pub(crate) stream: Arc<str>,
     priority: u8,
     weight: i64,
 }
@@ -36,10 +38,11 @@ impl Schedule {
     pub(crate) fn new<'a>(queues: impl IntoIterator<Item = (&'a str, u32)>) -> Schedule {
         let mut sources = Vec::new();
         for (queue, weight) in queues {
+            let name: Arc<str> = queue.into();
             for priority in 0..=MAX_PRIORITY {
                 sources.push(Source {
-                    queue: queue.to_string(),
-                    stream: queue_stream(queue, priority),
+                    queue: Arc::clone(&name),
+                    stream: queue_stream(queue, priority).into(),
                     priority,
                     weight: i64::from(weight.max(1)) << priority,
                 });
@@ -72,7 +75,7 @@ impl Schedule {
             let source = &self.sources[i];
             (
                 i != picked,
-                &source.queue != queue,
+                source.queue != *queue,
                 std::cmp::Reverse(source.priority),
                 std::cmp::Reverse(source.weight),
             )
@@ -107,7 +110,7 @@ mod tests {
     fn the_lowest_priority_is_first_once_in_every_fifteen_fetches() {
         let mut schedule = Schedule::new([("q", 1)]);
         let lowest = 0;
-        assert_eq!(schedule.sources()[lowest].stream, "orca:queue:q");
+        assert_eq!(&*schedule.sources()[lowest].stream, "orca:queue:q");
         let picks = firsts(&mut schedule, 15 * 10);
         for window in picks.chunks(15) {
             assert_eq!(window.iter().filter(|&&i| i == lowest).count(), 1);
