@@ -49,6 +49,7 @@ mod group;
 pub mod log;
 mod orca;
 pub mod record;
+pub mod server;
 pub mod statekeeper;
 mod stream;
 pub mod streams;

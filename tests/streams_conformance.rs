@@ -1,7 +1,8 @@
 //! One conformance suite for the `Streams` API: every stream and group
 //! behaviour, run against the embedded engine over the memory, segment and
 //! text logs and, with the `redis` feature, against a real `redis-server`
-//! through `RedisStreams` (each test starts its own server). It is written
+//! through `RedisStreams` (each test starts its own server), and through the
+//! same adapter against `orcastra serve`'s server. It is written
 //! against the trait only.
 //!
 //! Where Redis and the embedded engine differ (the README lists every
@@ -119,6 +120,51 @@ async fn remote(url_suffix: &str) -> Remote {
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the test's redis-server: {e}"));
     Remote { streams, server }
+}
+
+/// `orcastra serve`'s server, in this process over memory streams, spoken
+/// to through the Redis adapter exactly as a `redis-server` is.
+#[cfg(feature = "redis")]
+struct Served {
+    streams: orcastra::streams::RedisStreams,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+#[cfg(feature = "redis")]
+impl Subject for Served {
+    type S = orcastra::streams::RedisStreams;
+    const EXACT_COUNTERS: bool = true;
+    fn streams(&self) -> &Self::S {
+        &self.streams
+    }
+    /// The server's engine makes a blocked reader a consumer at once.
+    async fn wait_until_blocked(&self) {
+        while self.streams.consumers("s", "g").await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn served(url_suffix: &str) -> Served {
+    use orcastra::server::{Server, ServerOptions};
+    let options = ServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerOptions::default()
+    };
+    let (server, listener) = Server::bind(Embedded::memory(), options).await.unwrap();
+    let url = format!("redis://{}{url_suffix}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let streams = orcastra::streams::RedisStreams::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test's orcastra server: {e}"));
+    Served {
+        streams,
+        _stop: stop,
+    }
 }
 
 fn id(ms: u64, seq: u64) -> StreamId {
@@ -1333,6 +1379,14 @@ macro_rules! suite {
         #[cfg(feature = "redis")]
         mod redis_resp3 {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::remote("?protocol=resp3").await).await })*
+        }
+        #[cfg(feature = "redis")]
+        mod served {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::served("").await).await })*
+        }
+        #[cfg(feature = "redis")]
+        mod served_resp3 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $test() { super::$test(super::served("?protocol=resp3").await).await })*
         }
     };
 }

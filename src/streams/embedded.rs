@@ -36,6 +36,11 @@ pub trait LogStore: Send + Sync + 'static {
     /// Opens the logs of stream `name`, creating them if `create`; `None` if
     /// the stream does not exist and `create` is false.
     fn open(&self, name: &str, create: bool) -> Result<Option<StreamLogs<Self::Log>>, LogError>;
+    /// The names of the streams kept in the store that are not open.
+    fn names(&self) -> Result<Vec<String>, LogError>;
+    /// Deletes the logs of stream `name`, durably; false if there were none.
+    /// The stream must not be open.
+    fn remove(&self, name: &str) -> Result<bool, LogError>;
 }
 
 /// Streams in memory, gone with the process.
@@ -50,6 +55,15 @@ impl LogStore for MemoryStore {
             entries: MemoryLog::new(),
             journal: MemoryLog::new(),
         }))
+    }
+
+    /// Memory streams live only while open.
+    fn names(&self) -> Result<Vec<String>, LogError> {
+        Ok(Vec::new())
+    }
+
+    fn remove(&self, _name: &str) -> Result<bool, LogError> {
+        Ok(false)
     }
 }
 
@@ -82,6 +96,10 @@ impl FileLog for TextLog {
 /// Streams in a data directory: `DIR/s-<name>/` per stream, holding its
 /// entry log and journal (the name percent-encoded, so any name is a safe
 /// file name).
+///
+/// A stream is deleted by first writing a marker file into its directory:
+/// a crash while its files are being removed leaves a directory that
+/// counts as gone, and is cleared when the name is used again.
 pub struct FileStore<L> {
     dir: PathBuf,
     options: LogOptions,
@@ -109,6 +127,73 @@ impl<L: FileLog> FileStore<L> {
         }
         self.dir.join(encoded)
     }
+
+    /// Whether `dir` holds a stream: a directory neither marked deleted nor
+    /// emptied by an unfinished deletion.
+    fn holds_stream(&self, dir: &Path) -> Result<bool, LogError> {
+        let storage = self.options.storage_ref();
+        let is_dir = storage
+            .kind(dir)
+            .map_err(LogError::io("inspect", dir))?
+            .is_some_and(|kind| kind == EntryKind::Dir);
+        if !is_dir {
+            return Ok(false);
+        }
+        let names = storage.list(dir).map_err(LogError::io("list", dir))?;
+        Ok(!names.is_empty() && !names.iter().any(|n| n == DELETED))
+    }
+
+    /// Removes what a deletion left of `dir`: every file under it, then it.
+    fn clear(&self, dir: &Path) -> Result<(), LogError> {
+        let storage = self.options.storage_ref();
+        let mut marked = false;
+        for name in storage.list(dir).map_err(LogError::io("list", dir))? {
+            let path = dir.join(&name);
+            if name == DELETED {
+                marked = true;
+            } else if storage
+                .kind(&path)
+                .map_err(LogError::io("inspect", &path))?
+                == Some(EntryKind::Dir)
+            {
+                self.clear(&path)?;
+            } else {
+                storage
+                    .remove(&path)
+                    .map_err(LogError::io("remove", &path))?;
+            }
+        }
+        // The removals must be durable before the marker goes.
+        storage.sync_dir(dir).map_err(LogError::io("sync", dir))?;
+        if marked {
+            let marker = dir.join(DELETED);
+            storage
+                .remove(&marker)
+                .map_err(LogError::io("remove", &marker))?;
+        }
+        storage.remove_dir(dir).map_err(LogError::io("remove", dir))
+    }
+}
+
+/// The marker file of a stream being deleted.
+const DELETED: &str = "deleted";
+
+/// The stream name of a directory name written by `FileStore::stream_dir`.
+fn decode_stream_dir(dir_name: &str) -> Option<String> {
+    let encoded = dir_name.strip_prefix("s-")?.as_bytes();
+    let mut name = Vec::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some((&byte, tail)) = rest.split_first() {
+        if byte == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            name.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            name.push(byte);
+            rest = tail;
+        }
+    }
+    String::from_utf8(name).ok()
 }
 
 impl<L: FileLog> LogStore for FileStore<L> {
@@ -116,13 +201,19 @@ impl<L: FileLog> LogStore for FileStore<L> {
 
     fn open(&self, name: &str, create: bool) -> Result<Option<StreamLogs<L>>, LogError> {
         let dir = self.stream_dir(name);
-        let storage = self.options.storage_ref();
-        let exists = storage
-            .kind(&dir)
-            .map_err(LogError::io("inspect", &dir))?
-            .is_some_and(|kind| kind == EntryKind::Dir);
-        if !exists && !create {
-            return Ok(None);
+        if !self.holds_stream(&dir)? {
+            if !create {
+                return Ok(None);
+            }
+            if self
+                .options
+                .storage_ref()
+                .kind(&dir)
+                .map_err(LogError::io("inspect", &dir))?
+                .is_some()
+            {
+                self.clear(&dir)?;
+            }
         }
         let entries = L::open_at(&dir.join(L::ENTRIES), self.options.clone())?;
         // Journal segments stay small, so a snapshot soon frees the ones before it.
@@ -132,6 +223,43 @@ impl<L: FileLog> LogStore for FileStore<L> {
             self.options.clone().segment_bytes(journal_segments),
         )?;
         Ok(Some(StreamLogs { entries, journal }))
+    }
+
+    fn names(&self) -> Result<Vec<String>, LogError> {
+        let storage = self.options.storage_ref();
+        let entries = match storage.list(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(LogError::io("list", &self.dir)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let Some(name) = entry.to_str().and_then(decode_stream_dir) else {
+                continue;
+            };
+            if self.holds_stream(&self.dir.join(&entry))? {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove(&self, name: &str) -> Result<bool, LogError> {
+        let dir = self.stream_dir(name);
+        if !self.holds_stream(&dir)? {
+            return Ok(false);
+        }
+        let storage = self.options.storage_ref();
+        let marker = dir.join(DELETED);
+        storage
+            .open(&marker, crate::log::storage::OpenMode::Create)
+            .map_err(LogError::io("create", &marker))?;
+        storage.sync_dir(&dir).map_err(LogError::io("sync", &dir))?;
+        self.clear(&dir)?;
+        storage
+            .sync_dir(&self.dir)
+            .map_err(LogError::io("sync", &self.dir))?;
+        Ok(true)
     }
 }
 
@@ -225,6 +353,34 @@ impl<S: LogStore> Embedded<S> {
         )?);
         streams.insert(name.to_string(), Arc::clone(&stream));
         Ok(Some(stream))
+    }
+
+    /// The names of every stream, sorted (KEYS, SCAN, DBSIZE).
+    pub fn names(&self) -> Result<Vec<String>, StreamError> {
+        let open = self.streams.lock().keys().cloned().collect::<Vec<_>>();
+        let mut names = self.store.names()?;
+        names.extend(open);
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Whether stream `name` exists (EXISTS).
+    pub fn exists(&self, name: &str) -> Result<bool, StreamError> {
+        Ok(self.stream(name, false)?.is_some())
+    }
+
+    /// Deletes stream `name` with its entries and groups (DEL); false if
+    /// it did not exist. Durable when it returns. An operation that
+    /// already holds the stream finishes on the deleted stream, as if it
+    /// had run just before the deletion.
+    pub fn remove(&self, name: &str) -> Result<bool, StreamError> {
+        let mut streams = self.streams.lock();
+        let was_open = streams.remove(name).is_some();
+        let removed = self.store.remove(name)?;
+        drop(streams);
+        self.changed.notify_waiters();
+        Ok(was_open || removed)
     }
 
     fn existing(

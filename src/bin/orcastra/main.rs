@@ -1,6 +1,7 @@
 //! The `orcastra` command: parses arguments and calls into the library.
 
 mod log_cmd;
+mod serve_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the data directory's streams over the Redis protocol.
+    Serve(serve_cmd::ServeArgs),
     /// Work with a log directly.
     #[command(subcommand)]
     Log(LogCommand),
@@ -79,7 +82,7 @@ struct DumpArgs {
     from: Option<u64>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Fsync {
     Always,
     Batch,
@@ -87,7 +90,18 @@ enum Fsync {
     Never,
 }
 
-#[tokio::main(flavor = "current_thread")]
+impl Fsync {
+    fn policy(self, interval_ms: u64) -> FsyncPolicy {
+        match self {
+            Fsync::Always => FsyncPolicy::Always,
+            Fsync::Batch => FsyncPolicy::Batch,
+            Fsync::Interval => FsyncPolicy::Interval(Duration::from_millis(interval_ms)),
+            Fsync::Never => FsyncPolicy::Never,
+        }
+    }
+}
+
+#[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -96,17 +110,10 @@ async fn main() -> ExitCode {
         )
         .init();
     let result = match Cli::parse().command {
+        Command::Serve(args) => serve_cmd::run(args).await,
         Command::Log(LogCommand::Append(args)) => {
-            let policy = match args.fsync {
-                Fsync::Always => FsyncPolicy::Always,
-                Fsync::Batch => FsyncPolicy::Batch,
-                Fsync::Interval => {
-                    FsyncPolicy::Interval(Duration::from_millis(args.fsync_interval_ms))
-                }
-                Fsync::Never => FsyncPolicy::Never,
-            };
             let options = LogOptions::default()
-                .fsync(policy)
+                .fsync(args.fsync.policy(args.fsync_interval_ms))
                 .segment_bytes(args.segment_bytes)
                 .max_record_bytes(args.max_record_bytes);
             let batches = if args.fsync == Fsync::Always {

@@ -62,6 +62,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<SharedFile>;
     /// Removes the file at `path`.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Removes the empty directory at `path`.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
     /// Atomically replaces `to` with `from`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the creations, removals and renames in `dir` durable.
@@ -200,6 +202,10 @@ impl Storage for OsStorage {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -409,6 +409,23 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    /// Directories are created and removed durably at once, like
+    /// `create_dir_all`: the simulation is about files and their names.
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        let mut fs = self.fs.lock();
+        fs.check_writable()?;
+        if !fs.dirs.contains(path) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let names = fs.live_names.keys().chain(fs.durable_names.keys());
+        let subdirs = fs.dirs.iter().filter(|d| d.as_path() != path);
+        if names.chain(subdirs).any(|p| p.starts_with(path)) {
+            return Err(io::ErrorKind::DirectoryNotEmpty.into());
+        }
+        fs.dirs.remove(path);
+        Ok(())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut fs = self.fs.lock();
         fs.check_writable()?;
