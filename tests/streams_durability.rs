@@ -158,6 +158,61 @@ async fn everything_survives_reopening_text_logs() {
     everything_survives_reopening::<TextLog>().await;
 }
 
+/// DEL and FLUSHDB: a deleted stream stays deleted after reopening, its
+/// name can be used again for a new, empty stream, and a deletion cut
+/// short by a crash (the marker written, files left) counts as done.
+async fn deleted_streams_stay_deleted<L: FileLog>() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    {
+        let s = open::<L>(dir.path(), &clock, 1 << 20);
+        for name in ["a", "b/c", "d"] {
+            s.add(name, vec![("n".into(), "1".into())], AddOptions::default())
+                .await
+                .unwrap();
+        }
+        s.create_group("a", "g", GroupStart::End, false)
+            .await
+            .unwrap();
+        assert!(s.remove("a").unwrap());
+        assert!(!s.remove("a").unwrap());
+        assert_eq!(s.names().unwrap(), ["b/c", "d"]);
+    }
+    // A deletion interrupted after its marker was written.
+    let d_dir = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.file_name().unwrap() == "s-d")
+        .unwrap();
+    std::fs::write(d_dir.join("deleted"), b"").unwrap();
+
+    let s = open::<L>(dir.path(), &clock, 1 << 20);
+    assert_eq!(s.names().unwrap(), ["b/c"]);
+    assert!(!s.exists("a").unwrap() && !s.exists("d").unwrap());
+    assert_eq!(s.len("b/c").await.unwrap(), 1);
+    // Used again, the names are new, empty streams without groups.
+    add(&s, 5).await;
+    for name in ["a", "d"] {
+        s.add(name, vec![("n".into(), "2".into())], AddOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(s.len(name).await.unwrap(), 1);
+        assert_eq!(s.info(name).await.unwrap().entries_added, 1);
+        assert!(s.groups(name).await.unwrap().is_empty());
+    }
+    assert_eq!(s.names().unwrap(), ["a", "b/c", "d", "s"]);
+}
+
+#[tokio::test]
+async fn deleted_streams_stay_deleted_segment_logs() {
+    deleted_streams_stay_deleted::<SegmentLog>().await;
+}
+
+#[tokio::test]
+async fn deleted_streams_stay_deleted_text_logs() {
+    deleted_streams_stay_deleted::<TextLog>().await;
+}
+
 #[tokio::test]
 async fn snapshots_keep_the_journal_short() {
     let dir = tempfile::tempdir().unwrap();

@@ -431,6 +431,10 @@ impl<S: LogStore> Streams for Embedded<S> {
         fields: Fields,
         options: AddOptions,
     ) -> Result<Option<StreamId>, StreamError> {
+        // The one id that fails on a new stream: refused before the stream is made.
+        if options.id == super::AddId::Explicit(StreamId::MIN) {
+            return Err(StreamError::ZeroId);
+        }
         let Some(target) = self.stream(stream, !options.no_mkstream)? else {
             return Ok(None);
         };

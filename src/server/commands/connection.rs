@@ -20,6 +20,7 @@ impl<S: LogStore> Server<S> {
         args: &Args,
     ) -> CommandResult {
         match name {
+            "ping" if args.len() > 2 => Err(super::arity_error("ping")),
             "ping" => Ok(match args.get(1) {
                 Some(message) => Reply::Bulk(message.clone()),
                 None => Reply::status("PONG"),

@@ -144,22 +144,26 @@ fn trim_options(args: &Args, mut at: usize, xadd: bool) -> Result<(AddOptions, u
         }
         at += 1;
     }
+    if limit.is_some() && to.is_none() {
+        return Err(Reply::error(
+            "ERR syntax error, LIMIT cannot be used without specifying a trimming strategy",
+        ));
+    }
+    if !xadd && to.is_none() {
+        return Err(Reply::error(
+            "ERR syntax error, XTRIM must be called with a trimming strategy",
+        ));
+    }
     if limit.is_some() && !approximate {
         return Err(Reply::error(
             "ERR syntax error, LIMIT cannot be used without the special ~ option",
         ));
     }
-    match to {
-        Some(to) => {
-            options.trim = Some(Trim {
-                to,
-                approximate,
-                limit,
-            })
-        }
-        None if !xadd => return Err(syntax_error()),
-        None => {}
-    }
+    options.trim = to.map(|to| Trim {
+        to,
+        approximate,
+        limit,
+    });
     Ok((options, at))
 }
 
@@ -219,7 +223,7 @@ pub(super) async fn xrange<S: LogStore>(
         }
     }
     if limit == Some(0) {
-        return Ok(Reply::Array(Vec::new()));
+        return Ok(Reply::NullArray);
     }
     let stream = text(&args[1])?;
     let entries = if reverse {
@@ -255,7 +259,6 @@ struct ReadArgs<'a> {
 }
 
 fn read_args<'a>(args: &'a Args, grouped: bool) -> Result<ReadArgs<'a>, Reply> {
-    let name = if grouped { "xreadgroup" } else { "xread" };
     let mut parsed = ReadArgs {
         count: None,
         block: None,
@@ -285,10 +288,11 @@ fn read_args<'a>(args: &'a Args, grouped: bool) -> Result<ReadArgs<'a>, Reply> {
         } else if is(arg, "STREAMS") && more >= 1 {
             let rest = &args[at + 1..];
             if !rest.len().is_multiple_of(2) {
-                return Err(Reply::error(format!(
-                    "ERR Unbalanced '{name}' list of streams: for each stream key an ID or '$' \
-                     must be specified."
-                )));
+                // Redis names XREAD here for both commands.
+                return Err(Reply::error(
+                    "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' \
+                     must be specified.",
+                ));
             }
             (parsed.keys, parsed.ids) = rest.split_at(rest.len() / 2);
             found_streams = true;
@@ -643,7 +647,7 @@ pub(super) async fn xgroup<S: LogStore>(
                     entries_read_option(args, at)?;
                     at += 2;
                 } else {
-                    return Err(syntax_error());
+                    return Err(bad_subcommand_arguments(&args[1]));
                 }
             }
             streams.create_group(stream, group, start, mkstream).await?;
@@ -654,7 +658,7 @@ pub(super) async fn xgroup<S: LogStore>(
             match args.len() {
                 5 => {}
                 7 if is(&args[5], "ENTRIESREAD") => entries_read_option(args, 5)?,
-                _ => return Err(syntax_error()),
+                _ => return Err(bad_subcommand_arguments(&args[1])),
             }
             streams.set_group_id(stream, group, start).await?;
             Ok(Reply::OK)
@@ -676,6 +680,14 @@ pub(super) async fn xgroup<S: LogStore>(
         }
         _ => unreachable!("the command table lists XGROUP's subcommands"),
     }
+}
+
+/// Redis's error for options an XGROUP subcommand does not take.
+fn bad_subcommand_arguments(sub: &[u8]) -> Reply {
+    Reply::error(format!(
+        "ERR unknown subcommand or wrong number of arguments for '{}'. Try XGROUP HELP.",
+        String::from_utf8_lossy(sub)
+    ))
 }
 
 fn group_info_reply(group: GroupInfo) -> Reply {
