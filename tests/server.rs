@@ -362,6 +362,71 @@ fn pipelined_requests_get_their_replies_in_order() {
     assert_eq!(client.reply(), ":1000\r\n");
 }
 
+/// Plain XADDs are written together, within a pipeline and across
+/// clients: each still gets its own increasing id, in its order, and an
+/// XADD with options in the middle of a pipeline keeps its place.
+#[test]
+fn xadds_written_together_keep_their_order_and_ids() {
+    let server = orcastra(ServerOptions::default());
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                let mut pipeline = Vec::new();
+                for i in 0..300 {
+                    let value = format!("{p}-{i}");
+                    let args: Vec<&str> = if i == 150 {
+                        vec!["XADD", "s", "MAXLEN", "100000", "*", "v", &value]
+                    } else {
+                        vec!["XADD", "s", "*", "v", &value]
+                    };
+                    pipeline.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+                    for arg in args {
+                        pipeline
+                            .extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+                    }
+                }
+                client.send_raw(&pipeline);
+                (0..300).map(|_| client.reply()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut client = Client::connect(server.addr);
+    for (p, producer) in producers.into_iter().enumerate() {
+        let ids: Vec<String> = producer
+            .join()
+            .unwrap()
+            .iter()
+            .map(|reply| reply.lines().nth(1).unwrap().to_string())
+            .collect();
+        let parsed: Vec<(u64, u64)> = ids
+            .iter()
+            .map(|id| {
+                let (ms, seq) = id.split_once('-').unwrap();
+                (ms.parse().unwrap(), seq.parse().unwrap())
+            })
+            .collect();
+        assert!(
+            parsed.windows(2).all(|w| w[0] < w[1]),
+            "ids out of order: {ids:?}"
+        );
+        // Each id holds the value its XADD sent.
+        for (i, id) in ids.iter().enumerate().step_by(37) {
+            let value = format!("{p}-{i}");
+            assert_eq!(
+                client.call(&["XRANGE", "s", id, id]),
+                format!(
+                    "*1\r\n*2\r\n${}\r\n{id}\r\n*2\r\n$1\r\nv\r\n${}\r\n{value}\r\n",
+                    id.len(),
+                    value.len()
+                )
+            );
+        }
+    }
+    assert_eq!(client.call(&["XLEN", "s"]), ":1200\r\n");
+}
+
 #[test]
 fn malformed_frames_close_only_their_connection() {
     let server = orcastra(ServerOptions::default());

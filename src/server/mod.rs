@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+mod adds;
 mod commands;
 pub mod resp;
 
@@ -105,7 +106,9 @@ impl Default for ServerOptions {
 
 /// The server: the streams, the clients and the counters INFO reports.
 pub struct Server<S: LogStore> {
-    streams: Embedded<S>,
+    streams: Arc<Embedded<S>>,
+    /// Where plain XADDs go to be written together.
+    adds: adds::Adds,
     options: ServerOptions,
     /// Changed by CONFIG SET requirepass.
     requirepass: RwLock<Option<String>>,
@@ -158,7 +161,9 @@ impl<S: LogStore> Server<S> {
     ) -> io::Result<(Arc<Self>, TcpListener)> {
         let listener = TcpListener::bind(options.listen).await?;
         options.listen = listener.local_addr()?;
+        let streams = Arc::new(streams);
         let server = Server {
+            adds: adds::Adds::start(Arc::clone(&streams)),
             streams,
             requirepass: RwLock::new(options.requirepass.clone()),
             max_clients: AtomicUsize::new(options.max_clients),
@@ -272,61 +277,90 @@ impl<S: LogStore> Server<S> {
         let mut requests = RequestReader::default();
         let mut session = Session::new(id, addr, self.requirepass.read().is_none());
         loop {
-            loop {
-                let limits = if session.authenticated {
-                    self.options.limits
-                } else {
-                    Limits::unauthenticated()
-                };
-                let args = match requests.next(&mut input, &limits) {
-                    Ok(Some(args)) => args,
-                    Ok(None) => break,
-                    Err(error) => {
-                        tracing::debug!(client = id, %addr, %error, "protocol error; closing");
-                        Reply::error(error).encode(session.resp3, &mut output);
-                        let _ = writer.write_all(&output).await;
-                        return;
-                    }
-                };
-                let reply = if commands::may_block(&args) {
-                    if send(&mut writer, &mut output).await.is_err() {
-                        return;
-                    }
-                    self.stats.blocked.fetch_add(1, Ordering::Relaxed);
-                    let reply = tokio::select! {
-                        reply = self.execute(&mut session, args) => Some(reply),
-                        () = wait_for_close(&mut reader, &mut input, &limits) => None,
-                    };
-                    self.stats.blocked.fetch_sub(1, Ordering::Relaxed);
-                    match reply {
-                        Some(reply) => reply,
-                        None => return,
-                    }
-                } else {
-                    self.execute(&mut session, args).await
-                };
-                reply.encode(session.resp3, &mut output);
-                if session.closing {
-                    let _ = writer.write_all(&output).await;
+            let limits = if session.authenticated {
+                self.options.limits
+            } else {
+                Limits::unauthenticated()
+            };
+            let (mut batch, broken) = take_batch(&mut requests, &mut input, &limits);
+            if batch.is_empty() && broken.is_none() {
+                if send(&mut writer, &mut output).await.is_err() {
                     return;
                 }
-                if output.len() > self.options.max_output {
-                    tracing::warn!(
-                        client = id,
-                        %addr,
-                        limit = self.options.max_output,
-                        "closing a client whose unread replies passed the output limit"
-                    );
-                    return;
+                match reader.read_buf(&mut input).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
                 }
             }
-            if send(&mut writer, &mut output).await.is_err() {
+            // Only the last request of a batch can block (see `take_batch`);
+            // in a transaction it is queued like any other.
+            let blocking = if session.in_transaction() {
+                None
+            } else {
+                batch.pop_if(|args| commands::may_block(args))
+            };
+            for reply in self.execute_batch(&mut session, batch).await {
+                reply.encode(session.resp3, &mut output);
+            }
+            if let Some(args) = blocking {
+                if send(&mut writer, &mut output).await.is_err() {
+                    return;
+                }
+                self.stats.blocked.fetch_add(1, Ordering::Relaxed);
+                let reply = tokio::select! {
+                    reply = self.execute(&mut session, args) => Some(reply),
+                    () = wait_for_close(&mut reader, &mut input, &limits) => None,
+                };
+                self.stats.blocked.fetch_sub(1, Ordering::Relaxed);
+                match reply {
+                    Some(reply) => reply.encode(session.resp3, &mut output),
+                    None => return,
+                }
+            }
+            if let Some(error) = broken {
+                tracing::debug!(client = id, %addr, %error, "protocol error; closing");
+                Reply::error(error).encode(session.resp3, &mut output);
+                session.closing = true;
+            }
+            if session.closing {
+                let _ = writer.write_all(&output).await;
                 return;
             }
-            match reader.read_buf(&mut input).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            if output.len() > self.options.max_output {
+                tracing::warn!(
+                    client = id,
+                    %addr,
+                    limit = self.options.max_output,
+                    "closing a client whose unread replies passed the output limit"
+                );
+                return;
             }
+        }
+    }
+}
+
+/// The complete requests at the front of `input`, up to and including the
+/// first that is not an XADD: a run of XADDs may be written together, and
+/// whatever else comes next (AUTH changes the limits, QUIT ends the
+/// connection, a blocking read waits) is run on its own before more is
+/// read. A broken frame ends the batch; its error goes after the replies.
+fn take_batch(
+    requests: &mut RequestReader,
+    input: &mut BytesMut,
+    limits: &Limits,
+) -> (Vec<Vec<bytes::Bytes>>, Option<resp::ProtocolError>) {
+    let mut batch = Vec::new();
+    loop {
+        match requests.next(input, limits) {
+            Ok(Some(args)) => {
+                let more = commands::is_xadd(&args);
+                batch.push(args);
+                if !more {
+                    return (batch, None);
+                }
+            }
+            Ok(None) => return (batch, None),
+            Err(error) => return (batch, Some(error)),
         }
     }
 }
