@@ -4,8 +4,8 @@
 //! malformed frames, limits, authentication, blocking reads that hold
 //! nobody up, and `redis-cli` as a third-party client.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use orcastra::streams::Embedded;
 
 mod common;
 use common::redis_server::RedisServer;
+use common::resp::Client;
 
 /// A server of the test's own on a free loopback port, over memory
 /// streams, stopped when dropped.
@@ -47,67 +48,6 @@ fn orcastra(options: ServerOptions) -> Orcastra {
         addr,
         _stop: stop,
         _runtime: runtime,
-    }
-}
-
-/// A raw RESP connection: requests out, replies back as their exact bytes.
-struct Client {
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Client {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).unwrap();
-    }
-
-    fn send(&mut self, args: &[&str]) {
-        let mut request = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            request.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
-        }
-        self.send_raw(&request);
-    }
-
-    /// One whole reply, however deeply nested.
-    fn reply(&mut self) -> String {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        assert!(!line.is_empty(), "the server closed the connection");
-        let mut reply = line.clone();
-        let body = line[1..].trim_end();
-        let n: i64 = body.parse().unwrap_or(0);
-        match line.as_bytes()[0] {
-            b'$' | b'=' | b'!' if n >= 0 => {
-                let mut bulk = vec![0; n as usize + 2];
-                self.reader.read_exact(&mut bulk).unwrap();
-                reply.push_str(&String::from_utf8_lossy(&bulk));
-            }
-            b'*' | b'~' | b'>' => (0..n).for_each(|_| reply.push_str(&self.reply())),
-            b'%' => (0..2 * n).for_each(|_| reply.push_str(&self.reply())),
-            _ => {}
-        }
-        reply
-    }
-
-    fn call(&mut self, args: &[&str]) -> String {
-        self.send(args);
-        self.reply()
-    }
-
-    /// Whether the server has closed the connection.
-    fn closed(&mut self) -> bool {
-        let mut rest = Vec::new();
-        self.reader.read_to_end(&mut rest).is_ok() && rest.is_empty()
     }
 }
 

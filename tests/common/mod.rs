@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test crate uses a different part of this module
 
 pub mod redis_server;
+pub mod resp;
 pub mod streams;
 
 use std::marker::PhantomData;
