@@ -640,3 +640,125 @@ fn redis_benchmark_runs_against_the_server() {
     let mut client = Client::connect(server.addr);
     assert_eq!(client.call(&["XLEN", "bench"]), ":2000\r\n");
 }
+
+/// Words commands are made of, so that random requests reach deep into
+/// argument parsing. (No BLOCK: a random blocking read could wait forever;
+/// no QUIT or RESET, which end or reset the session on purpose.)
+const WORDS: &[&str] = &[
+    "XADD",
+    "XRANGE",
+    "XREVRANGE",
+    "XLEN",
+    "XDEL",
+    "XTRIM",
+    "XREAD",
+    "XREADGROUP",
+    "XACK",
+    "XPENDING",
+    "XCLAIM",
+    "XAUTOCLAIM",
+    "XGROUP",
+    "XINFO",
+    "XSETID",
+    "DEL",
+    "EXISTS",
+    "TYPE",
+    "KEYS",
+    "SCAN",
+    "DBSIZE",
+    "CLIENT",
+    "CONFIG",
+    "COMMAND",
+    "INFO",
+    "PING",
+    "ECHO",
+    "SELECT",
+    "HELLO",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "CREATE",
+    "SETID",
+    "DESTROY",
+    "CREATECONSUMER",
+    "DELCONSUMER",
+    "STREAM",
+    "GROUPS",
+    "CONSUMERS",
+    "FULL",
+    "COUNT",
+    "STREAMS",
+    "GROUP",
+    "NOACK",
+    "MAXLEN",
+    "MINID",
+    "LIMIT",
+    "~",
+    "=",
+    "*",
+    "$",
+    ">",
+    "-",
+    "+",
+    "NOMKSTREAM",
+    "MKSTREAM",
+    "IDLE",
+    "TIME",
+    "RETRYCOUNT",
+    "FORCE",
+    "JUSTID",
+    "LASTID",
+    "ENTRIESREAD",
+    "ENTRIESADDED",
+    "MAXDELETEDID",
+    "MATCH",
+    "GET",
+    "SET",
+    "LIST",
+    "ID",
+    "SETNAME",
+    "GETNAME",
+    "HELP",
+    "s",
+    "t",
+    "g",
+    "c",
+    "0",
+    "1",
+    "2",
+    "3",
+    "-1",
+    "1-1",
+    "5-0",
+    "(1-1",
+    "0-0",
+    "18446744073709551615",
+    "18446744073709551615-18446744073709551615",
+    "99999999999999999999",
+    "x",
+    "",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Random requests built from command words: every one gets exactly
+    /// one reply and the connection stays usable.
+    #[test]
+    fn random_requests_get_one_reply_each(
+        requests in proptest::collection::vec(
+            proptest::collection::vec(proptest::sample::select(WORDS), 1..9),
+            1..40,
+        )
+    ) {
+        static SERVER: std::sync::OnceLock<Orcastra> = std::sync::OnceLock::new();
+        let server = SERVER.get_or_init(|| orcastra(ServerOptions::default()));
+        let mut client = Client::connect(server.addr);
+        for request in &requests {
+            let reply = client.call(request);
+            proptest::prop_assert!(!reply.is_empty());
+        }
+        client.call(&["DISCARD"]);
+        proptest::prop_assert_eq!(client.call(&["PING"]), "+PONG\r\n");
+    }
+}
