@@ -194,7 +194,9 @@ impl<L: Log> Stream<L> {
         let mut at = from.max(state.meta.first_offset);
         let mut found = Vec::new();
         while at < end && found.len() < count {
-            let batch = self.entries.read(Offset(at), SCAN_BATCH)?;
+            // No more than asked for: every record read is checksummed.
+            let want = (count - found.len()).min(SCAN_BATCH);
+            let batch = self.entries.read(Offset(at), want)?;
             for bytes in batch {
                 let offset = at;
                 at += 1;
@@ -227,7 +229,8 @@ impl<L: Log> Stream<L> {
         let mut at = to;
         let mut found = Vec::new();
         while at > first && found.len() < count {
-            let from = at.saturating_sub(SCAN_BATCH as u64).max(first);
+            let want = (count - found.len()).min(SCAN_BATCH) as u64;
+            let from = at.saturating_sub(want).max(first);
             let batch = self.entries.read(Offset(from), (at - from) as usize)?;
             for (i, bytes) in batch.into_iter().enumerate().rev() {
                 if state.deleted.contains(&(from + i as u64)) {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use clap::builder::TypedValueParser;
 use orcastra::log::LogOptions;
 use orcastra::log::SegmentLog;
 use orcastra::server::{Server, ServerOptions};
@@ -36,6 +37,10 @@ pub struct ServeArgs {
     /// The most clients connected at once.
     #[arg(long, default_value_t = 10_000)]
     max_clients: usize,
+    /// Threads serving clients (default: one per CPU). With 1, everything
+    /// runs on one thread, as Redis does: no handing over between threads.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub threads: Option<usize>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
