@@ -37,7 +37,9 @@ fn orcastra(options: ServerOptions) -> Orcastra {
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let addr = runtime.block_on(async {
-        let (server, listener) = Server::bind(Embedded::memory(), options).await.unwrap();
+        let (server, listener) = Server::bind(std::sync::Arc::new(Embedded::memory()), options)
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;

@@ -30,6 +30,8 @@ fn serve(data: &Path) -> Served {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--http",
+            "off",
             "--fsync",
             "batch",
             "--data",

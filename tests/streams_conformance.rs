@@ -152,7 +152,9 @@ async fn served(url_suffix: &str) -> Served {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..ServerOptions::default()
     };
-    let (server, listener) = Server::bind(Embedded::memory(), options).await.unwrap();
+    let (server, listener) = Server::bind(std::sync::Arc::new(Embedded::memory()), options)
+        .await
+        .unwrap();
     let url = format!("redis://{}{url_suffix}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.serve(listener, async {

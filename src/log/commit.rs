@@ -30,6 +30,55 @@ pub(crate) trait SyncTarget: Send + Sync + 'static {
     fn sync_written(&self) -> io::Result<u64>;
 }
 
+/// How long fsyncs take, over every log of the process, for metrics.
+#[derive(Debug)]
+pub struct FsyncLatency {
+    /// Fsyncs that took at most `BOUNDS[i]` (and more than the bound
+    /// before); the last, those that took longer than every bound.
+    buckets: [AtomicU64; FsyncLatency::BOUNDS.len() + 1],
+    total_nanos: AtomicU64,
+}
+
+static FSYNCS: FsyncLatency = FsyncLatency {
+    buckets: [const { AtomicU64::new(0) }; FsyncLatency::BOUNDS.len() + 1],
+    total_nanos: AtomicU64::new(0),
+};
+
+impl FsyncLatency {
+    /// The upper bounds of the buckets, in seconds.
+    pub const BOUNDS: [f64; 12] = [
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
+    ];
+
+    /// The fsyncs of this process so far.
+    pub fn get() -> &'static FsyncLatency {
+        &FSYNCS
+    }
+
+    fn record(&self, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = Self::BOUNDS.partition_point(|&bound| bound < seconds);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.total_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// How many fsyncs fell in each bucket: `(upper bound in seconds,
+    /// count)`, the last bucket's bound infinite.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        let bounds = Self::BOUNDS.into_iter().chain([f64::INFINITY]);
+        bounds
+            .zip(&self.buckets)
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The time spent in fsyncs, in seconds.
+    pub fn total_seconds(&self) -> f64 {
+        self.total_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
 pub(crate) struct Committer {
     shared: Arc<Shared>,
     syncer: Option<JoinHandle<()>>,
@@ -300,7 +349,12 @@ fn run_syncer(shared: &Shared, target: &dyn SyncTarget) {
             state.requests.clear();
             None
         };
-        let result = MutexGuard::unlocked(&mut state, || target.sync_written());
+        let result = MutexGuard::unlocked(&mut state, || {
+            let started = Instant::now();
+            let result = target.sync_written();
+            FSYNCS.record(started.elapsed());
+            result
+        });
         match result {
             Ok(end) => {
                 let end = limit.map_or(end, |limit| limit.min(end));

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use commit::FsyncLatency;
 pub use error::{CorruptKind, LogError};
 pub use memory::MemoryLog;
 pub use segment::SegmentLog;

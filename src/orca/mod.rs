@@ -1,6 +1,7 @@
 //! [`Orcastra`]: a handle on a task backend, to submit tasks, follow their
 //! states and start workers.
 
+mod admin;
 mod housekeeping;
 mod unique;
 mod writer;
@@ -23,6 +24,7 @@ use crate::task::{ArgsError, Backoff, Envelope, Task, TaskId, encode_args};
 use crate::timekeeper;
 use crate::worker::WorkerBuilder;
 
+pub use admin::{DeadLetter, QueueInfo};
 pub(crate) use writer::Write;
 use writer::Writer;
 
@@ -61,6 +63,15 @@ pub enum Error {
     /// The arguments do not encode.
     #[error(transparent)]
     Args(#[from] ArgsError),
+    /// A submission by name ([`Orcastra::submit_json`]) without a name or
+    /// queue, or with arguments that are not a JSON array.
+    #[error("cannot submit task {name:?}: {reason}")]
+    Submission {
+        /// The task's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A submission with a priority above [`MAX_PRIORITY`].
     #[error("priority {0} is out of range: 0 (the default) to {MAX_PRIORITY} (the highest)")]
     Priority(u8),
@@ -355,6 +366,26 @@ impl Orcastra {
         options: SubmitOptions,
     ) -> Result<Vec<TaskHandle<T::Output>>, Error> {
         let defaults = task.options();
+        let args = args
+            .into_iter()
+            .map(|args| encode_args::<T>(&args))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids = self
+            .submit_encoded(T::NAME, defaults.queue, defaults.priority, args, options)
+            .await?;
+        Ok(ids.into_iter().map(|id| self.handle(id)).collect())
+    }
+
+    /// Submits tasks of one kind whose arguments are encoded already:
+    /// what every way of submitting comes down to.
+    async fn submit_encoded(
+        &self,
+        name: &str,
+        queue: &str,
+        default_priority: u8,
+        args: Vec<Vec<u8>>,
+        options: SubmitOptions,
+    ) -> Result<Vec<TaskId>, Error> {
         let now = self.inner.clock.now_ms();
         let delay_ms = options
             .delay
@@ -363,20 +394,19 @@ impl Orcastra {
             .not_before_ms
             .unwrap_or(0)
             .max(now.saturating_add(delay_ms));
-        let priority = options.priority.unwrap_or(defaults.priority);
+        let priority = options.priority.unwrap_or(default_priority);
         if priority > MAX_PRIORITY {
             return Err(Error::Priority(priority));
         }
         let mut write = Write::default();
-        let mut handles = Vec::new();
+        let mut ids = Vec::with_capacity(args.len());
         for args in args {
-            let mut envelope =
-                Envelope::new(T::NAME, defaults.queue, encode_args::<T>(&args)?, now);
+            let mut envelope = Envelope::new(name, queue, args, now);
             if let Some(key) = &options.unique_key {
                 let window = options.unique_for.unwrap_or_default();
-                match self.claim(T::NAME, key, window).await? {
+                match self.claim(name, key, window).await? {
                     unique::Claim::Held(id) => {
-                        handles.push(self.handle(id));
+                        ids.push(id);
                         continue;
                     }
                     unique::Claim::Taken(id) => {
@@ -393,13 +423,14 @@ impl Orcastra {
             } else {
                 envelope.not_before_ms = not_before;
                 timekeeper::add_to_schedule(self, &envelope, &mut write).await?;
-                let scheduled = RunState::new(envelope.id, T::NAME, State::Scheduled, 0);
+                let scheduled =
+                    RunState::new(envelope.id, name, &envelope.queue, State::Scheduled, 0);
                 write.states.push(scheduled);
             }
-            handles.push(self.handle(envelope.id));
+            ids.push(envelope.id);
         }
         self.write(write).await?;
-        Ok(handles)
+        Ok(ids)
     }
 
     /// A handle on task `id`, submitted by any process sharing the
@@ -444,7 +475,13 @@ impl Orcastra {
         self.ensure_group(&stream, WORKERS).await?;
         let fields = vec![(Bytes::from_static(b"task"), Bytes::from(envelope.encode()))];
         write.adds.push((stream, fields));
-        let queued = RunState::new(envelope.id, &envelope.name, State::Queued, envelope.attempt);
+        let queued = RunState::new(
+            envelope.id,
+            &envelope.name,
+            &envelope.queue,
+            State::Queued,
+            envelope.attempt,
+        );
         write.states.push(queued);
         Ok(())
     }
@@ -514,7 +551,13 @@ impl Orcastra {
         if current.state.is_final() {
             return Ok(false);
         }
-        let mut cancelled = RunState::new(id, &current.name, State::Cancelled, current.attempt);
+        let mut cancelled = RunState::new(
+            id,
+            &current.name,
+            &current.queue,
+            State::Cancelled,
+            current.attempt,
+        );
         cancelled.error = Some("cancelled".into());
         self.write(Write::state(cancelled)).await?;
         Ok(true)

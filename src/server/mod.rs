@@ -21,12 +21,13 @@
 //! ```
 //! use orcastra::server::{Server, ServerOptions};
 //! use orcastra::streams::Embedded;
+//! use std::sync::Arc;
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
 //! let options = ServerOptions { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
-//! let (server, listener) = Server::bind(Embedded::memory(), options).await?;
+//! let (server, listener) = Server::bind(Arc::new(Embedded::memory()), options).await?;
 //! let address = listener.local_addr()?;
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! let serving = tokio::spawn(server.serve(listener, async { stopped.await.ok(); }));
@@ -44,6 +45,7 @@
 
 mod adds;
 mod commands;
+pub mod http;
 pub mod resp;
 
 use std::collections::BTreeMap;
@@ -156,12 +158,11 @@ impl<S: LogStore> Server<S> {
     /// show the real one) and returns the server, ready to
     /// [`serve`](Self::serve).
     pub async fn bind(
-        streams: Embedded<S>,
+        streams: Arc<Embedded<S>>,
         mut options: ServerOptions,
     ) -> io::Result<(Arc<Self>, TcpListener)> {
         let listener = TcpListener::bind(options.listen).await?;
         options.listen = listener.local_addr()?;
-        let streams = Arc::new(streams);
         let server = Server {
             adds: adds::Adds::start(Arc::clone(&streams)),
             streams,

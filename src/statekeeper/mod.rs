@@ -56,7 +56,8 @@ impl State {
         self.rank() == 2
     }
 
-    fn name(self) -> &'static str {
+    /// Its name in state events and the HTTP API: `queued`, `running`, …
+    pub fn name(self) -> &'static str {
         match self {
             State::Queued => "queued",
             State::Scheduled => "scheduled",
@@ -106,6 +107,9 @@ pub struct RunState {
     pub id: TaskId,
     /// Its registered name.
     pub name: String,
+    /// The queue it was submitted to (empty in events written before
+    /// states named their queue).
+    pub queue: String,
     /// Where it stands.
     pub state: State,
     /// How many runs came before the current one.
@@ -127,10 +131,11 @@ pub struct RunState {
 
 impl RunState {
     /// A state of task `id`, about to be recorded.
-    pub(crate) fn new(id: TaskId, name: &str, state: State, attempt: u32) -> Self {
+    pub(crate) fn new(id: TaskId, name: &str, queue: &str, state: State, attempt: u32) -> Self {
         RunState {
             id,
             name: name.to_string(),
+            queue: queue.to_string(),
             state,
             attempt,
             worker: None,
@@ -153,6 +158,10 @@ impl RunState {
         let mut fields = vec![
             (Bytes::from_static(b"id"), Bytes::from(self.id.to_string())),
             (Bytes::from_static(b"name"), Bytes::from(self.name.clone())),
+            (
+                Bytes::from_static(b"queue"),
+                Bytes::from(self.queue.clone()),
+            ),
             (
                 Bytes::from_static(b"state"),
                 Bytes::from_static(self.state.name().as_bytes()),
@@ -185,6 +194,7 @@ impl RunState {
         Some(RunState {
             id: text("id")?.parse().ok()?,
             name: text("name")?.to_string(),
+            queue: text("queue").unwrap_or_default().to_string(),
             state: State::parse(field("state")?)?,
             attempt: text("attempt")?.parse().ok()?,
             worker: text("worker").map(str::to_string),
@@ -294,10 +304,13 @@ impl StateKeeper {
         let mut states = self.states.lock();
         let mut cancellation = false;
         for state in recorded {
+            // A final state stays, except a dead task requeued for a new
+            // attempt (`Orcastra::requeue_dead`).
             let replaces = states.get(&state.id).is_none_or(|current| {
-                !current.state.is_final()
-                    && (state.attempt, state.state.rank(), state.event)
-                        > (current.attempt, current.state.rank(), current.event)
+                let later = (state.attempt, state.state.rank(), state.event)
+                    > (current.attempt, current.state.rank(), current.event);
+                let revived = current.state == State::Dead && state.attempt > current.attempt;
+                (later && !current.state.is_final()) || revived
             });
             if replaces {
                 cancellation |= state.state == State::Cancelled;
@@ -344,7 +357,7 @@ mod tests {
     use super::*;
 
     fn recorded(id: TaskId, state: State, event: u64) -> RunState {
-        let mut recorded = RunState::new(id, "t", state, 0);
+        let mut recorded = RunState::new(id, "t", "q", state, 0);
         recorded.recorded_by(StreamId::new(event, 0));
         recorded
     }
@@ -375,6 +388,35 @@ mod tests {
             (State::Succeeded, false),
         ];
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn only_a_requeued_dead_task_leaves_its_final_state() {
+        let keeper = StateKeeper::default();
+        let (dead, cancelled) = (TaskId::new(), TaskId::new());
+        keeper.apply([
+            recorded(dead, State::Dead, 1),
+            recorded(cancelled, State::Cancelled, 2),
+        ]);
+        let next_attempt = |id, state, event| {
+            let mut state = recorded(id, state, event);
+            state.attempt = 1;
+            state
+        };
+        keeper.apply([recorded(dead, State::Running, 3)]);
+        assert_eq!(keeper.get(dead).map(|s| s.state), Some(State::Dead));
+        keeper.apply([
+            next_attempt(dead, State::Queued, 4),
+            next_attempt(cancelled, State::Queued, 5),
+        ]);
+        assert_eq!(
+            keeper.get(dead).map(|s| (s.state, s.attempt)),
+            Some((State::Queued, 1))
+        );
+        assert_eq!(
+            keeper.get(cancelled).map(|s| s.state),
+            Some(State::Cancelled)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! configuration alone.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
@@ -34,16 +35,19 @@ use crate::record::StreamId;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// The embedded engines are shared (`Arc`), so that one engine can serve
+/// tasks and, say, the Redis-protocol server of the same process.
 pub enum Backend {
     /// The segment log.
-    Segment(Embedded<FileStore<SegmentLog>>),
+    Segment(Arc<Embedded<FileStore<SegmentLog>>>),
     /// Memory.
-    Memory(Embedded<MemoryStore>),
+    Memory(Arc<Embedded<MemoryStore>>),
     /// Text files.
-    Text(Embedded<FileStore<TextLog>>),
+    Text(Arc<Embedded<FileStore<TextLog>>>),
     /// A Redis server.
     #[cfg(feature = "redis")]
-    Redis(super::RedisStreams),
+    Redis(Box<super::RedisStreams>),
 }
 
 impl Backend {
@@ -51,11 +55,13 @@ impl Backend {
     /// logs (fsync policy, segment size).
     pub async fn open(url: &str, options: LogOptions) -> Result<Backend, StreamError> {
         if url == "memory://" {
-            return Ok(Backend::Memory(Embedded::memory()));
+            return Ok(Backend::Memory(Arc::new(Embedded::memory())));
         }
         if url.starts_with("redis://") || url.starts_with("rediss://") {
             #[cfg(feature = "redis")]
-            return Ok(Backend::Redis(super::RedisStreams::connect(url).await?));
+            return Ok(Backend::Redis(Box::new(
+                super::RedisStreams::connect(url).await?,
+            )));
             #[cfg(not(feature = "redis"))]
             return Err(StreamError::Unavailable {
                 server: url.split('@').next_back().unwrap_or(url).to_string(),
@@ -64,7 +70,7 @@ impl Backend {
         }
         if let Some(dir) = url.strip_prefix("text:") {
             let store = FileStore::<TextLog>::new(directory(dir)?, options);
-            return Ok(Backend::Text(Embedded::open(store)));
+            return Ok(Backend::Text(Arc::new(Embedded::open(store))));
         }
         let dir = url.strip_prefix("segment:").unwrap_or(url);
         if dir.contains("://") {
@@ -74,7 +80,7 @@ impl Backend {
             )));
         }
         let store = FileStore::<SegmentLog>::new(directory(dir)?, options);
-        Ok(Backend::Segment(Embedded::open(store)))
+        Ok(Backend::Segment(Arc::new(Embedded::open(store))))
     }
 }
 

@@ -679,6 +679,7 @@ impl Shared {
         let mut running = RunState::new(
             envelope.id,
             &envelope.name,
+            &envelope.queue,
             State::Running,
             envelope.attempt,
         );
@@ -776,8 +777,13 @@ impl Shared {
         let mut write = Write::default();
         write.adds.push((dead_stream(queue), fields));
         if let Some(envelope) = envelope {
-            let mut dead =
-                RunState::new(envelope.id, &envelope.name, State::Dead, envelope.attempt);
+            let mut dead = RunState::new(
+                envelope.id,
+                &envelope.name,
+                &envelope.queue,
+                State::Dead,
+                envelope.attempt,
+            );
             dead.worker = Some(self.name.clone());
             dead.error = Some(reason);
             write.states.push(dead);

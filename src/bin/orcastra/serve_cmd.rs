@@ -1,16 +1,19 @@
-//! `orcastra serve`: the data directory's streams over the Redis protocol.
+//! `orcastra serve`: the data directory's streams over the Redis protocol,
+//! and its tasks over HTTP.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use clap::builder::TypedValueParser;
-use orcastra::log::LogOptions;
-use orcastra::log::SegmentLog;
-use orcastra::server::{Server, ServerOptions};
-use orcastra::streams::{Embedded, FileStore};
+use orcastra::Orcastra;
+use orcastra::log::{LogOptions, SegmentLog};
+use orcastra::server::{Server, ServerOptions, http};
+use orcastra::streams::{Backend, Embedded, FileStore};
+use tokio_util::sync::CancellationToken;
 
 use crate::Fsync;
 
@@ -22,6 +25,9 @@ pub struct ServeArgs {
     /// Where to accept Redis-protocol clients. Loopback unless told otherwise.
     #[arg(long, default_value = "127.0.0.1:6380")]
     listen: SocketAddr,
+    /// Where to serve the HTTP and WebSocket API, or `off`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: HttpAddress,
     /// Require this password (AUTH) before any other command.
     #[arg(long, env = "ORCASTRA_REQUIREPASS", hide_env_values = true)]
     requirepass: Option<String>,
@@ -43,9 +49,26 @@ pub struct ServeArgs {
     pub threads: Option<usize>,
 }
 
+/// `--http`: an address, or `off`.
+#[derive(Clone, Copy)]
+struct HttpAddress(Option<SocketAddr>);
+
+impl std::str::FromStr for HttpAddress {
+    type Err = std::net::AddrParseError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "off" {
+            return Ok(HttpAddress(None));
+        }
+        text.parse().map(|addr| HttpAddress(Some(addr)))
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let log_options = LogOptions::default().fsync(args.fsync.policy(args.fsync_interval_ms));
-    let streams = Embedded::open(FileStore::<SegmentLog>::new(&args.data, log_options));
+    let engine = Arc::new(Embedded::open(FileStore::<SegmentLog>::new(
+        &args.data,
+        log_options,
+    )));
     let open_to_all = args.requirepass.is_none();
     let options = ServerOptions {
         listen: args.listen,
@@ -58,20 +81,49 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         ..ServerOptions::default()
     };
-    let (server, listener) = Server::bind(streams, options)
+    let (server, listener) = Server::bind(Arc::clone(&engine), options)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
     if !address.ip().is_loopback() && open_to_all {
         tracing::warn!(%address, "listening beyond loopback without --requirepass");
     }
-    // Tests and scripts read this line to learn the port.
+    let stop = CancellationToken::new();
+    let http = match args.http.0 {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve HTTP on {addr}"))?;
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the HTTP API has no authentication: serving it beyond loopback");
+            }
+            let http_address = listener.local_addr()?;
+            let orca = Orcastra::on(Backend::Segment(Arc::clone(&engine)));
+            let app = http::router(orca, Arc::clone(&engine));
+            let stopped = stop.clone().cancelled_owned();
+            let serving = axum::serve(listener, app).with_graceful_shutdown(stopped);
+            Some((http_address, tokio::spawn(serving.into_future())))
+        }
+        None => None,
+    };
+    // Tests and scripts read these lines to learn the ports.
     eprintln!(
         "orcastra serve: listening on {address} (data {}, fsync {:?})",
         args.data.display(),
         args.fsync
     );
-    server.serve(listener, shutdown_signal()).await?;
+    if let Some((http_address, _)) = &http {
+        eprintln!("orcastra serve: http on {http_address}");
+    }
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    server.serve(listener, stop.cancelled_owned()).await?;
+    if let Some((_, serving)) = http {
+        serving.await??;
+    }
     eprintln!("orcastra serve: stopped");
     Ok(ExitCode::SUCCESS)
 }
