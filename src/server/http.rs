@@ -12,6 +12,9 @@
 //! | `POST /queues/{queue}/dead/{entry}/requeue` | put a dead letter back in its queue |
 //! | `DELETE /queues/{queue}/dead/{entry}` | drop a dead letter |
 //! | `GET /events?queue=q&task=id` | WebSocket: each state event as JSON, filtered |
+//! | `GET /streams/{stream}/entries?after=id&count=n&block_ms=t` | entries after an id (XREAD) |
+//! | `GET /streams/{stream}/groups` | its consumer groups (XINFO GROUPS) |
+//! | `GET /streams/{stream}/groups/{group}/pending?count=n` | a group's pending entries (XPENDING) |
 //! | `GET /healthz` | `ok` while the engine answers |
 //! | `GET /metrics` | Prometheus text format |
 //!
@@ -43,7 +46,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::log::FsyncLatency;
 use crate::statekeeper::{RunState, State as RunStage};
-use crate::streams::{Embedded, LogStore};
+use crate::streams::{Embedded, LogStore, PendingQuery, ReadFrom, StreamError, Streams};
 use crate::task::TaskId;
 use crate::{Error, Orcastra, StreamId, SubmitOptions};
 
@@ -75,6 +78,12 @@ pub fn router<S: LogStore>(orca: Orcastra, streams: Arc<Embedded<S>>) -> Router 
         .route("/queues/{queue}/dead/{entry}/requeue", post(requeue::<S>))
         .route("/queues/{queue}/dead/{entry}", delete(drop_dead::<S>))
         .route("/events", get(events::<S>))
+        .route("/streams/{stream}/entries", get(entries::<S>))
+        .route("/streams/{stream}/groups", get(groups::<S>))
+        .route(
+            "/streams/{stream}/groups/{group}/pending",
+            get(pending::<S>),
+        )
         .route("/healthz", get(healthz::<S>))
         .route("/metrics", get(prometheus_metrics::<S>))
         .with_state(api)
@@ -227,15 +236,16 @@ async fn queues<S: LogStore>(State(api): State<Arc<Api<S>>>) -> Reply {
     Ok(Json(infos).into_response())
 }
 
+/// `?count=n`.
 #[derive(Deserialize)]
-struct DeadQuery {
+struct CountQuery {
     count: Option<usize>,
 }
 
 async fn dead_letters<S: LogStore>(
     State(api): State<Arc<Api<S>>>,
     Path(queue): Path<String>,
-    Query(query): Query<DeadQuery>,
+    Query(query): Query<CountQuery>,
 ) -> Reply {
     let letters = api
         .orca
@@ -319,6 +329,110 @@ async fn send_events(
             return;
         }
     }
+}
+
+#[derive(Deserialize)]
+struct EntriesQuery {
+    after: Option<String>,
+    count: Option<usize>,
+    block_ms: Option<u64>,
+}
+
+/// Entry fields as a JSON object of text (bytes that are not UTF-8 are
+/// replaced, as for display).
+fn entry_json(entry: &crate::streams::Entry) -> Value {
+    let fields: serde_json::Map<String, Value> = entry
+        .fields
+        .iter()
+        .map(|(name, value)| {
+            let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+            (text(name), Value::String(text(value)))
+        })
+        .collect();
+    json!({ "id": entry.id.to_string(), "fields": fields })
+}
+
+/// The most a long poll for entries may wait.
+const MAX_BLOCK: Duration = Duration::from_secs(30);
+
+async fn entries<S: LogStore>(
+    State(api): State<Arc<Api<S>>>,
+    Path(stream): Path<String>,
+    Query(query): Query<EntriesQuery>,
+) -> Reply {
+    let after = match query.after.as_deref() {
+        None | Some("0") => StreamId::MIN,
+        Some(id) => entry_id(id)?,
+    };
+    // Zero would wait forever: a long poll waits at most MAX_BLOCK.
+    let block = query
+        .block_ms
+        .map(|ms| Duration::from_millis(ms).clamp(Duration::from_millis(1), MAX_BLOCK));
+    let read = api
+        .streams
+        .read(
+            &[(&stream, ReadFrom::After(after))],
+            Some(query.count.unwrap_or(100)),
+            block,
+        )
+        .await?;
+    let entries: Vec<Value> = read
+        .iter()
+        .flat_map(|(_, entries)| entries.iter().map(entry_json))
+        .collect();
+    Ok(Json(entries).into_response())
+}
+
+async fn groups<S: LogStore>(State(api): State<Arc<Api<S>>>, Path(stream): Path<String>) -> Reply {
+    let groups = match api.streams.groups(&stream).await {
+        Err(StreamError::NoSuchKey) => {
+            return Err(Failure(
+                StatusCode::NOT_FOUND,
+                format!("no stream {stream}"),
+            ));
+        }
+        other => other?,
+    };
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|group| {
+            json!({
+                "name": group.name,
+                "consumers": group.consumers,
+                "pending": group.pending,
+                "last_delivered_id": group.last_delivered_id.to_string(),
+                "entries_read": group.entries_read,
+                "lag": group.lag,
+            })
+        })
+        .collect();
+    Ok(Json(groups).into_response())
+}
+
+async fn pending<S: LogStore>(
+    State(api): State<Arc<Api<S>>>,
+    Path((stream, group)): Path<(String, String)>,
+    Query(query): Query<CountQuery>,
+) -> Reply {
+    let query = PendingQuery::first(query.count.unwrap_or(100));
+    let pending = match api.streams.pending(&stream, &group, &query).await {
+        Err(error @ StreamError::NoGroup { .. }) => {
+            return Err(Failure(StatusCode::NOT_FOUND, error.to_string()));
+        }
+        other => other?,
+    };
+    let pending: Vec<Value> = pending
+        .into_iter()
+        .map(|entry| {
+            json!({
+                "id": entry.id.to_string(),
+                "consumer": entry.consumer,
+                "idle_ms": entry.idle.as_millis() as u64,
+                "deliveries": entry.deliveries,
+            })
+        })
+        .collect();
+    Ok(Json(pending).into_response())
 }
 
 async fn healthz<S: LogStore>(State(api): State<Arc<Api<S>>>) -> Reply {

@@ -1,5 +1,6 @@
 //! The `orcastra` command: parses arguments and calls into the library.
 
+mod client_cmd;
 mod log_cmd;
 mod serve_cmd;
 
@@ -25,8 +26,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the data directory's streams over the Redis protocol.
+    /// Serve the data directory's streams over the Redis protocol, and its
+    /// tasks over HTTP.
     Serve(serve_cmd::ServeArgs),
+    /// Submit a task to a running server; print its id.
+    Submit(client_cmd::SubmitArgs),
+    /// Print a task's state.
+    Status {
+        #[command(flatten)]
+        server: client_cmd::ServerArg,
+        /// The task's id.
+        id: String,
+    },
+    /// List the queues with their queued, pending and dead tasks.
+    Queues {
+        #[command(flatten)]
+        server: client_cmd::ServerArg,
+    },
+    /// Follow task state events (of a task or a queue) or a stream's entries.
+    Tail(client_cmd::TailArgs),
+    /// List a stream's consumer groups.
+    Groups {
+        #[command(flatten)]
+        server: client_cmd::ServerArg,
+        stream: String,
+    },
+    /// List a consumer group's pending entries.
+    Pending {
+        #[command(flatten)]
+        server: client_cmd::ServerArg,
+        stream: String,
+        group: String,
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
+    /// List, requeue or drop dead letters.
+    #[command(subcommand)]
+    Dead(client_cmd::DeadCommand),
     /// Work with a log directly.
     #[command(subcommand)]
     Log(LogCommand),
@@ -111,7 +147,7 @@ fn main() -> ExitCode {
     let command = Cli::parse().command;
     let threads = match &command {
         Command::Serve(args) => args.threads,
-        Command::Log(_) => None,
+        _ => None,
     };
     let mut runtime = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
@@ -132,6 +168,18 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> ExitCode {
     let result = match command {
         Command::Serve(args) => serve_cmd::run(args).await,
+        Command::Submit(args) => client_cmd::submit(args).await,
+        Command::Status { server, id } => client_cmd::status(server, id).await,
+        Command::Queues { server } => client_cmd::queues(server).await,
+        Command::Tail(args) => client_cmd::tail(args).await,
+        Command::Groups { server, stream } => client_cmd::groups(server, stream).await,
+        Command::Pending {
+            server,
+            stream,
+            group,
+            count,
+        } => client_cmd::pending(server, stream, group, count).await,
+        Command::Dead(command) => client_cmd::dead(command).await,
         Command::Log(LogCommand::Append(args)) => {
             let options = LogOptions::default()
                 .fsync(args.fsync.policy(args.fsync_interval_ms))
