@@ -161,14 +161,14 @@ fn client_commands_work_against_a_running_server() {
 #[test]
 fn submit_wait_follows_the_task_to_its_end() {
     let server = serve();
-    let waiting = Command::new(env!("CARGO_BIN_EXE_orcastra"))
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_orcastra"))
         .args(["submit", "later", "[]", "--delay-ms", "600000", "--wait"])
         .env("ORCASTRA_SERVER", &server.http)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(waiting.stdout.unwrap());
+    let mut stdout = BufReader::new(waiting.stdout.take().unwrap());
     let mut id = String::new();
     stdout.read_line(&mut id).unwrap();
     let cancelled = cancel_over_http(&server.http, id.trim());
@@ -177,6 +177,8 @@ fn submit_wait_follows_the_task_to_its_end() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     let last: Value = serde_json::from_str(&rest).unwrap();
     assert_eq!(last["state"], "cancelled");
+    // Not succeeded: exit status 1.
+    assert_eq!(waiting.wait().unwrap().code(), Some(1));
 }
 
 fn error_free(output: &Output) -> String {
