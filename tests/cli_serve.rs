@@ -206,3 +206,36 @@ fn cancel_over_http(base: &str, id: &str) -> bool {
         false
     })
 }
+
+/// A short `orcastra bench`: both servers started, every workload measured
+/// on both, each row with its ratio.
+#[cfg(feature = "redis")]
+#[test]
+fn bench_compares_both_servers() {
+    let output = Command::new(env!("CARGO_BIN_EXE_orcastra"))
+        .args([
+            "bench",
+            "--runs",
+            "1",
+            "--requests",
+            "2000",
+            "--tasks",
+            "200",
+        ])
+        .args(["--clients", "4", "--fsync", "interval"])
+        .output()
+        .unwrap();
+    let table = stdout(&output);
+    assert!(table.contains("orcastra serve: 127.0.0.1:"), "{table}");
+    assert!(table.contains("(appendfsync everysec)"), "{table}");
+    for workload in ["XADD", "XREADGROUP + XACK", "no-op tasks end to end"] {
+        let row = table
+            .lines()
+            .find(|line| line.starts_with(&format!("| {workload}")))
+            .unwrap_or_else(|| panic!("no {workload} row in\n{table}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert!(cells[2].parse::<f64>().unwrap() > 0.0, "{row}");
+        assert!(cells[3].parse::<f64>().unwrap() > 0.0, "{row}");
+        assert!(cells[4].ends_with('x'), "{row}");
+    }
+}

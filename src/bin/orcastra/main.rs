@@ -1,5 +1,7 @@
 //! The `orcastra` command: parses arguments and calls into the library.
 
+#[cfg(feature = "redis")]
+mod bench_cmd;
 mod client_cmd;
 mod log_cmd;
 mod serve_cmd;
@@ -63,6 +65,14 @@ enum Command {
     /// List, requeue or drop dead letters.
     #[command(subcommand)]
     Dead(client_cmd::DeadCommand),
+    /// Run the same workloads against `orcastra serve` and `redis-server`
+    /// and compare them (needs the `redis` feature).
+    #[cfg(feature = "redis")]
+    Bench(bench_cmd::BenchArgs),
+    /// Run the same workloads against `orcastra serve` and `redis-server`
+    /// and compare them (needs the `redis` feature).
+    #[cfg(not(feature = "redis"))]
+    Bench,
     /// Work with a log directly.
     #[command(subcommand)]
     Log(LogCommand),
@@ -180,6 +190,12 @@ async fn run(command: Command) -> ExitCode {
             count,
         } => client_cmd::pending(server, stream, group, count).await,
         Command::Dead(command) => client_cmd::dead(command).await,
+        #[cfg(feature = "redis")]
+        Command::Bench(args) => bench_cmd::run(args).await,
+        #[cfg(not(feature = "redis"))]
+        Command::Bench => Err(anyhow::anyhow!(
+            "this build has no Redis client: build with `--features redis` to run the benchmark"
+        )),
         Command::Log(LogCommand::Append(args)) => {
             let options = LogOptions::default()
                 .fsync(args.fsync.policy(args.fsync_interval_ms))
