@@ -45,7 +45,8 @@ wait_for() { # port
 
 start_orcastra() { # fsync; sets $ours
   ours=$(free_port)
-  ./target/release/orcastra serve --listen "127.0.0.1:$ours" --fsync "$1" ${ORCASTRA_THREADS:+--threads "$ORCASTRA_THREADS"} \
+  ./target/release/orcastra serve --listen "127.0.0.1:$ours" --http off --fsync "$1" \
+    ${ORCASTRA_THREADS:+--threads "$ORCASTRA_THREADS"} \
     --data "$work/orcastra-$1" >"$work/orcastra-$1.log" 2>&1 &
   pids+=($!)
   wait_for "$ours"

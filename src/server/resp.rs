@@ -208,75 +208,64 @@ fn split_inline(mut text: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
         let Some(&first) = text.first() else {
             return Ok(args);
         };
-        let mut arg = Vec::new();
-        match first {
-            b'"' => {
-                let mut rest = &text[1..];
-                loop {
-                    match rest {
-                        [b'\\', b'x', hi, lo, tail @ ..]
-                            if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() =>
-                        {
-                            let hex = [*hi, *lo];
-                            let hex = std::str::from_utf8(&hex).expect("hex digits are ASCII");
-                            arg.push(u8::from_str_radix(hex, 16).expect("two hex digits"));
-                            rest = tail;
-                        }
-                        [b'\\', escaped, tail @ ..] => {
-                            arg.push(match escaped {
-                                b'n' => b'\n',
-                                b'r' => b'\r',
-                                b't' => b'\t',
-                                b'b' => 8,
-                                b'a' => 7,
-                                other => *other,
-                            });
-                            rest = tail;
-                        }
-                        [b'"', tail @ ..] => {
-                            rest = closed(tail)?;
-                            break;
-                        }
-                        [byte, tail @ ..] => {
-                            arg.push(*byte);
-                            rest = tail;
-                        }
-                        [] => return Err(ProtocolError::UnbalancedQuotes),
-                    }
-                }
+        let arg = match first {
+            b'"' | b'\'' => {
+                let (arg, rest) = quoted(&text[1..], first)?;
                 text = rest;
-            }
-            b'\'' => {
-                let mut rest = &text[1..];
-                loop {
-                    match rest {
-                        [b'\\', b'\'', tail @ ..] => {
-                            arg.push(b'\'');
-                            rest = tail;
-                        }
-                        [b'\'', tail @ ..] => {
-                            rest = closed(tail)?;
-                            break;
-                        }
-                        [byte, tail @ ..] => {
-                            arg.push(*byte);
-                            rest = tail;
-                        }
-                        [] => return Err(ProtocolError::UnbalancedQuotes),
-                    }
-                }
-                text = rest;
+                arg
             }
             _ => {
                 let end = text
                     .iter()
                     .position(u8::is_ascii_whitespace)
                     .unwrap_or(text.len());
-                arg.extend_from_slice(&text[..end]);
+                let arg = text[..end].to_vec();
                 text = &text[end..];
+                arg
             }
-        }
+        };
         args.push(Bytes::from(arg));
+    }
+}
+
+/// A quoted argument after its opening `quote`, and what follows it. In
+/// double quotes backslash escapes work (`\n`, `\x41`, …); in single
+/// quotes only `\'`.
+fn quoted(mut rest: &[u8], quote: u8) -> Result<(Vec<u8>, &[u8]), ProtocolError> {
+    let escapes = quote == b'"';
+    let mut arg = Vec::new();
+    loop {
+        match rest {
+            [b'\\', b'x', hi, lo, tail @ ..]
+                if escapes && hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() =>
+            {
+                let hex = [*hi, *lo];
+                let hex = std::str::from_utf8(&hex).expect("hex digits are ASCII");
+                arg.push(u8::from_str_radix(hex, 16).expect("two hex digits"));
+                rest = tail;
+            }
+            [b'\\', escaped, tail @ ..] if escapes => {
+                arg.push(match escaped {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'b' => 8,
+                    b'a' => 7,
+                    other => *other,
+                });
+                rest = tail;
+            }
+            [b'\\', b'\'', tail @ ..] => {
+                arg.push(b'\'');
+                rest = tail;
+            }
+            [byte, tail @ ..] if *byte == quote => return Ok((arg, closed(tail)?)),
+            [byte, tail @ ..] => {
+                arg.push(*byte);
+                rest = tail;
+            }
+            [] => return Err(ProtocolError::UnbalancedQuotes),
+        }
     }
 }
 

@@ -696,17 +696,14 @@ fn group_info_reply(group: GroupInfo) -> Reply {
         ("consumers", Reply::Int(group.consumers as i64)),
         ("pending", Reply::Int(group.pending as i64)),
         ("last-delivered-id", id_reply(group.last_delivered_id)),
-        (
-            "entries-read",
-            group
-                .entries_read
-                .map_or(Reply::Null, |n| Reply::Int(n as i64)),
-        ),
-        (
-            "lag",
-            group.lag.map_or(Reply::Null, |n| Reply::Int(n as i64)),
-        ),
+        ("entries-read", count_or_null(group.entries_read)),
+        ("lag", count_or_null(group.lag)),
     ])
+}
+
+/// A count Redis may not know (nil then).
+fn count_or_null(count: Option<u64>) -> Reply {
+    count.map_or(Reply::Null, |n| Reply::Int(n as i64))
 }
 
 fn consumer_info_reply(consumer: ConsumerInfo) -> Reply {
@@ -829,16 +826,8 @@ async fn xinfo_full<S: LogStore>(
         groups.push(Reply::fields([
             ("name", Reply::text(group.name)),
             ("last-delivered-id", id_reply(group.last_delivered_id)),
-            (
-                "entries-read",
-                group
-                    .entries_read
-                    .map_or(Reply::Null, |n| Reply::Int(n as i64)),
-            ),
-            (
-                "lag",
-                group.lag.map_or(Reply::Null, |n| Reply::Int(n as i64)),
-            ),
+            ("entries-read", count_or_null(group.entries_read)),
+            ("lag", count_or_null(group.lag)),
             ("pel-count", Reply::Int(group.pending as i64)),
             ("pending", Reply::Array(group_pending)),
             ("consumers", Reply::Array(consumers)),
