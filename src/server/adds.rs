@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StreamId;
@@ -71,17 +70,20 @@ async fn combine<S: LogStore>(
                 .or_default()
                 .push(request);
         }
-        join_all(
-            by_stream
-                .into_iter()
-                .map(|(stream, requests)| add_together(&streams, stream, requests)),
-        )
-        .await;
+        // Not awaited here: the next round is appended while this one waits
+        // for its fsync, so the next fsync can start the moment this one ends.
+        for (stream, requests) in by_stream {
+            tokio::spawn(add_together(Arc::clone(&streams), stream, requests));
+        }
     }
 }
 
 /// One append for every request to `stream`, in the order they came.
-async fn add_together<S: LogStore>(streams: &Embedded<S>, stream: String, requests: Vec<Request>) {
+async fn add_together<S: LogStore>(
+    streams: Arc<Embedded<S>>,
+    stream: String,
+    requests: Vec<Request>,
+) {
     let mut entries = Vec::new();
     let mut replies = Vec::with_capacity(requests.len());
     for request in requests {
