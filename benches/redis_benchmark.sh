@@ -13,7 +13,7 @@
 # median requests/s of each side and their ratio.
 #
 # Usage: benches/redis_benchmark.sh [RUNS] [REQUESTS]   (defaults 5, 200000)
-# ORCASTRA_THREADS=n runs `orcastra serve --threads n`.
+# ORCASTRA_THREADS=n runs `orcastra serve --threads n` (default 1).
 # Needs redis-server and redis-benchmark on PATH (Debian: redis-server, redis-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."

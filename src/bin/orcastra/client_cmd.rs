@@ -228,12 +228,13 @@ pub async fn queues(server: ServerArg) -> anyhow::Result<ExitCode> {
         "QUEUE", "QUEUED", "PENDING", "DEAD"
     );
     for queue in queues.as_array().into_iter().flatten() {
+        let count = |field: &str| queue[field].as_u64().unwrap_or(0);
         println!(
             "{:<24} {:>10} {:>10} {:>10}",
             queue["name"].as_str().unwrap_or("?"),
-            queue["queued"],
-            queue["pending"],
-            queue["dead"]
+            count("queued"),
+            count("pending"),
+            count("dead")
         );
     }
     Ok(ExitCode::SUCCESS)

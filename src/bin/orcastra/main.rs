@@ -156,7 +156,7 @@ fn main() -> ExitCode {
         .init();
     let command = Cli::parse().command;
     let threads = match &command {
-        Command::Serve(args) => args.threads,
+        Command::Serve(args) => Some(args.threads),
         _ => None,
     };
     let mut runtime = match threads {

@@ -43,10 +43,12 @@ pub struct ServeArgs {
     /// The most clients connected at once.
     #[arg(long, default_value_t = 10_000)]
     max_clients: usize,
-    /// Threads serving clients (default: one per CPU). With 1, everything
-    /// runs on one thread, as Redis does: no handing over between threads.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
-    pub threads: Option<usize>,
+    /// Threads serving clients. One, as Redis: serving is mostly waiting
+    /// for sockets and fsyncs (which have threads of their own), and
+    /// handing requests between threads cost more than it brought in the
+    /// benchmarks (README). More may pay with many busy streams on many cores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub threads: usize,
 }
 
 /// `--http`: an address, or `off`.
