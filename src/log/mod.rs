@@ -330,8 +330,21 @@ fn read_bounds(
             end: end.0,
         });
     }
-    let stop = end.min(from + max_records as u64);
+    // A damaged file can claim offsets near the top of u64.
+    let stop = end.min(Offset(from.0.saturating_add(max_records as u64)));
     Ok((stop > from).then_some(stop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_near_the_largest_offset_do_not_overflow() {
+        let (start, end) = (Offset(u64::MAX - 2), Offset(u64::MAX));
+        assert_eq!(read_bounds(start, 64, start, end).unwrap(), Some(end));
+        assert_eq!(read_bounds(end, 64, start, end).unwrap(), None);
+    }
 }
 
 /// What [`SegmentLog::verify`] and [`TextLog::verify`] found.
