@@ -17,10 +17,12 @@ const MAX_BATCH: usize = 4096;
 
 type Outcome = Result<Vec<StreamId>, Arc<StreamError>>;
 
+type Reply = oneshot::Sender<Outcome>;
+
 struct Request {
     stream: String,
     entries: Vec<Fields>,
-    reply: oneshot::Sender<Outcome>,
+    reply: Reply,
 }
 
 /// The sending side; the combining task ends when it is dropped.
@@ -63,12 +65,14 @@ async fn combine<S: LogStore>(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut by_stream: HashMap<String, Vec<Request>> = HashMap::new();
-        for request in batch.drain(..) {
-            by_stream
-                .entry(request.stream.clone())
-                .or_default()
-                .push(request);
+        let mut by_stream: HashMap<String, Vec<(Vec<Fields>, Reply)>> = HashMap::new();
+        for Request {
+            stream,
+            entries,
+            reply,
+        } in batch.drain(..)
+        {
+            by_stream.entry(stream).or_default().push((entries, reply));
         }
         // Not awaited here: the next round is appended while this one waits
         // for its fsync, so the next fsync can start the moment this one ends.
@@ -82,13 +86,13 @@ async fn combine<S: LogStore>(
 async fn add_together<S: LogStore>(
     streams: Arc<Embedded<S>>,
     stream: String,
-    requests: Vec<Request>,
+    requests: Vec<(Vec<Fields>, Reply)>,
 ) {
     let mut entries = Vec::new();
     let mut replies = Vec::with_capacity(requests.len());
-    for request in requests {
-        replies.push((request.entries.len(), request.reply));
-        entries.extend(request.entries);
+    for (request, reply) in requests {
+        replies.push((request.len(), reply));
+        entries.extend(request);
     }
     match streams.add_batch(&stream, entries).await {
         Ok(ids) => {
