@@ -213,19 +213,64 @@ async fn every_bit_flip_in_synced_records_fails_loudly_and_cuts_nothing() {
 }
 
 #[tokio::test]
-async fn a_zero_filled_tail_is_cut_off() {
+async fn zeros_after_the_last_record_are_cut_off_as_free_space() {
     let crashed = Crashed::new(4, 2).await;
     let (_temp, dir) = crashed.copy();
     let mut data = fs::read(segment(&dir, 0)).unwrap();
+    // What the log writes ahead of its records, or a crash leaves of a
+    // write that grew the file but never reached the disk.
     data.extend_from_slice(&[0; 8192]);
     fs::write(segment(&dir, 0), &data).unwrap();
     let report = SegmentLog::verify(&dir, &OsStorage).unwrap();
     assert!(report.is_healthy());
-    assert_eq!(report.torn_tail.unwrap().kind, CorruptKind::ZeroedHeader);
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(report.records, 6);
     let log = open(&dir).unwrap();
     assert_eq!(read_all(&log), crashed.records);
     drop(log);
     assert_eq!(fs::metadata(segment(&dir, 0)).unwrap().len(), crashed.len());
+}
+
+#[tokio::test]
+async fn the_space_written_ahead_is_cut_when_sealed_closed_or_recovered() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("log");
+    let log = open(&dir).unwrap();
+    let records: Vec<Vec<u8>> = (0..20).map(record).collect();
+    log.append(&records).await.unwrap();
+    // Open, the active segment is filled with zeros up to the segment size.
+    let written = frames_len(&records);
+    assert_eq!(fs::metadata(segment(&dir, 0)).unwrap().len(), 4096);
+    // As a kill -9 leaves it.
+    let killed = tempfile::tempdir().unwrap();
+    copy_dir(&dir, killed.path());
+    let reopened = open(killed.path()).unwrap();
+    assert_eq!(read_all(&reopened), records);
+    assert_eq!(
+        fs::metadata(segment(killed.path(), 0)).unwrap().len(),
+        written
+    );
+    drop(reopened);
+
+    // Sealed by the next append, which does not fit.
+    let big = vec![7; 4096 - written as usize];
+    let next = log.append(&[&big]).await.unwrap().start;
+    assert_eq!(fs::metadata(segment(&dir, 0)).unwrap().len(), written);
+    assert!(fs::metadata(segment(&dir, next.0)).unwrap().len() > 32);
+    drop(log);
+    assert_eq!(
+        fs::metadata(segment(&dir, next.0)).unwrap().len(),
+        frames_len(&[big])
+    );
+}
+
+/// The bytes a segment holding `records` takes: its header, then the frames.
+fn frames_len(records: &[Vec<u8>]) -> u64 {
+    let frames: usize = records
+        .iter()
+        .map(|r| (16 + r.len()).next_multiple_of(8))
+        .sum();
+    32 + frames as u64
 }
 
 #[tokio::test]
@@ -559,7 +604,16 @@ async fn a_full_disk_refuses_appends_and_keeps_durable_records() {
     let log = SegmentLog::open("/data", options.clone()).unwrap();
     log.append(&["one", "two"]).await.unwrap();
     sim.set_disk_full(true);
-    let error = log.append(&["three"]).await.unwrap_err();
+    // Appends may go on into the space the log wrote ahead, then stop.
+    let mut acknowledged = vec![b"one".to_vec(), b"two".to_vec()];
+    let error = loop {
+        let record = format!("{:0>1000}", acknowledged.len()).into_bytes();
+        match log.append(&[&record]).await {
+            Ok(_) => acknowledged.push(record),
+            Err(error) => break error,
+        }
+        assert!(acknowledged.len() < 10_000, "the disk never filled up");
+    };
     match &error {
         LogError::Poisoned { cause } => assert_eq!(cause.kind(), ErrorKind::StorageFull),
         other => panic!("expected the log to stop, got {other}"),
@@ -571,11 +625,11 @@ async fn a_full_disk_refuses_appends_and_keeps_durable_records() {
         log.append(&["four"]).await,
         Err(LogError::Poisoned { .. })
     ));
-    assert_eq!(log.read(Offset(0), 10).unwrap(), vec!["one", "two"]);
+    assert_eq!(read_all(&log), acknowledged);
     drop(log);
     sim.power_loss();
     let log = SegmentLog::open("/data", options).unwrap();
-    assert_eq!(read_all(&log)[..2], [b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(read_all(&log)[..acknowledged.len()], acknowledged);
     let next = log.next_offset();
     assert_eq!(log.append(&["five"]).await.unwrap().start, next);
 }

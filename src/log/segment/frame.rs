@@ -169,6 +169,8 @@ pub(crate) struct Scan {
 /// Walks the frames of `data` from `pos`, expecting consecutive offsets from
 /// `offset`, and calls `each(offset, pos)` for every valid one. Stops at the
 /// end of the data or at the first frame that is damaged or out of place.
+/// Nothing but zeros after the last frame is the space the writer fills
+/// ahead of its records, not damage: the walk ends there without an error.
 pub(crate) fn scan(
     data: &[u8],
     mut pos: usize,
@@ -187,6 +189,7 @@ pub(crate) fn scan(
                 expected: offset,
                 found: frame.offset,
             },
+            Err(_) if data[pos..].iter().all(|&b| b == 0) => break,
             Err(kind) => kind,
         };
         return Scan {
@@ -293,6 +296,26 @@ mod tests {
                 error: Some(CorruptKind::ChecksumMismatch)
             }
         );
+    }
+
+    #[test]
+    fn zeros_after_the_last_frame_end_the_scan_cleanly() {
+        let mut data = frames(&[b"a", b"b"], 5);
+        let end = data.len();
+        data.resize(end + 4096, 0);
+        let scan_all = |data: &[u8]| scan(data, 0, 5, |_, _| {});
+        assert_eq!(
+            scan_all(&data),
+            Scan {
+                end,
+                next_offset: 7,
+                error: None
+            }
+        );
+        // Anything but zeros after them is a torn or damaged tail.
+        data[end + 2048] = 1;
+        assert_eq!(scan_all(&data).error, Some(CorruptKind::ZeroedHeader));
+        assert_eq!(scan_all(&data).end, end);
     }
 
     #[test]

@@ -75,6 +75,12 @@ const DIRECT_PAYLOAD_BYTES: usize = 4096;
 const INDEX_WRITE_BYTES: usize = 4096;
 /// Gathered appends are written once this many bytes of them are waiting.
 const GATHER_BYTES: usize = 1 << 20;
+/// How far ahead of its records the active segment is filled with zeros.
+/// An fdatasync of a file that grew must also commit its new size to the
+/// file system's journal; into space already written it only flushes data,
+/// which takes a third less time here (ext4). Recovery and readers take
+/// zeros after the last frame for the end of the records.
+const FILL_AHEAD_BYTES: u64 = 1 << 20;
 
 /// A durable [`Log`] in a directory of segment files. See the [module docs](self).
 ///
@@ -158,6 +164,9 @@ struct Writer {
     /// Where the next frame goes: the active segment's written length plus
     /// the frames still in `unwritten`.
     end: u64,
+    /// The active segment file's size: its frames, then zeros (see
+    /// `FILL_AHEAD_BYTES`).
+    filled: u64,
     /// Under policies whose appends wait for an fsync, small appends are
     /// gathered here and written by the fsync thread just before its fsync:
     /// one write for many appends. Readers cannot miss them, since they see
@@ -213,6 +222,7 @@ impl OpenSegment {
             indexer: self.indexer,
             next_offset: self.next_offset,
             end: self.len,
+            filled: self.len,
             unwritten: Vec::new(),
             gather: options.fsync.waits(),
             unsynced: Vec::new(),
@@ -381,7 +391,7 @@ impl Drop for SegmentLog {
         // must not mark anything, as its data may be lost already.
         self.commit.stop();
         if self.commit.check().is_ok()
-            && let Err(e) = self.inner.sync_written()
+            && let Err(e) = self.inner.trim().and_then(|()| self.inner.sync_written())
         {
             tracing::warn!(dir = %self.inner.dir.display(), error = %e, "final fsync failed");
         }
@@ -489,7 +499,49 @@ impl Inner {
         if writer.index_pending.len() >= INDEX_WRITE_BYTES {
             self.write_index(writer)?;
         }
+        self.fill_ahead(writer);
         Ok(())
+    }
+
+    /// Cuts the zeros written ahead off the active segment, as it is sealed
+    /// or closed, so segments at rest end with their last record.
+    fn cut_filled(&self, writer: &mut Writer) -> io::Result<()> {
+        if writer.filled > writer.end {
+            self.write_unwritten(writer)?;
+            writer
+                .active
+                .file
+                .set_len(writer.end)
+                .map_err(context("truncate", &writer.active.path))?;
+            writer.filled = writer.end;
+        }
+        Ok(())
+    }
+
+    /// Writes everything gathered and cuts the zeros written ahead, before
+    /// the log closes.
+    fn trim(&self) -> io::Result<()> {
+        self.cut_filled(&mut self.writer.lock())
+    }
+
+    /// Writes zeros past `writer.end` once the records come close to the
+    /// end of the file, up to the size at which the segment is sealed. Only
+    /// a speed-up: if it fails (a full disk), the records are written all
+    /// the same, and fail themselves if there is no room for them.
+    fn fill_ahead(&self, writer: &mut Writer) {
+        let limit = self.options.segment_bytes;
+        if writer.end + FILL_AHEAD_BYTES / 2 <= writer.filled || writer.end >= limit {
+            return;
+        }
+        let from = writer.filled.max(writer.end);
+        let to = (writer.end + FILL_AHEAD_BYTES).min(limit);
+        let zeros = vec![0; (to - from) as usize];
+        match writer.active.file.write_all_at(&zeros, from) {
+            Ok(()) => writer.filled = to,
+            Err(e) => {
+                tracing::debug!(segment = %writer.active.path.display(), error = %e, "could not fill ahead")
+            }
+        }
     }
 
     /// Writes the frames in `writer.frames` at `start`, with the large
@@ -559,6 +611,7 @@ impl Inner {
     fn roll(&self, writer: &mut Writer) -> io::Result<()> {
         self.write_unwritten(writer)?;
         self.write_index(writer)?;
+        self.cut_filled(writer)?;
         let base = writer.next_offset;
         let path = segment_path(&self.dir, base);
         let (file, index_file) = files::create_segment(&*self.storage, &self.dir, base)

@@ -68,7 +68,7 @@ pub(super) fn recover(
             cut_from = i;
             break;
         };
-        let torn = scanned.valid_end < scanned.len;
+        let torn = scanned.torn;
         kept.push(scanned);
         if torn {
             cut_from = i + 1;
@@ -164,6 +164,9 @@ struct Scanned {
     tail: Vec<u8>,
     start: u64,
     valid_end: u64,
+    /// Whether damage ends the valid frames (rather than the end of the
+    /// file or the zeros written ahead of them).
+    torn: bool,
     len: u64,
     next_offset: u64,
 }
@@ -264,6 +267,7 @@ impl Scanned {
             tail,
             start,
             valid_end,
+            torn: scan.error.is_some(),
             len,
             next_offset: scan.next_offset,
         }))
@@ -298,13 +302,14 @@ impl Scanned {
             tail: frame::segment_header(base).to_vec(),
             start: 0,
             valid_end: HEADER_LEN,
+            torn: false,
             len: HEADER_LEN,
             next_offset: base,
         })
     }
 
-    /// Cuts the torn tail, makes the rest durable and rebuilds the index
-    /// durably.
+    /// Cuts the torn tail (or the zeros written ahead), makes the rest
+    /// durable and rebuilds the index durably.
     fn finish(self) -> Result<OpenSegment, LogError> {
         let io_err = |action| LogError::io(action, self.path.clone());
         if self.valid_end < self.len {
