@@ -14,6 +14,9 @@
 #
 # Usage: benches/redis_benchmark.sh [RUNS] [REQUESTS]   (defaults 5, 200000)
 # ORCASTRA_THREADS=n runs `orcastra serve --threads n` (default 1).
+# PIN=1 runs each server on CPU 1 and redis-benchmark on CPU 0 (taskset),
+# so neither side competes with the load generator for a core; by default
+# the scheduler places all three.
 # Needs redis-server and redis-benchmark on PATH (Debian: redis-server, redis-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +24,10 @@ cd "$(dirname "$0")/.."
 runs=${1:-5}
 requests=${2:-200000}
 clients=50
+server_cpu=() client_cpu=()
+if [[ ${PIN:-0} == 1 ]]; then
+  server_cpu=(taskset -c 1) client_cpu=(taskset -c 0)
+fi
 
 cargo build --release --quiet --bin orcastra
 work=$(mktemp -d)
@@ -45,7 +52,7 @@ wait_for() { # port
 
 start_orcastra() { # fsync; sets $ours
   ours=$(free_port)
-  ./target/release/orcastra serve --listen "127.0.0.1:$ours" --http off --fsync "$1" \
+  "${server_cpu[@]}" ./target/release/orcastra serve --listen "127.0.0.1:$ours" --http off --fsync "$1" \
     ${ORCASTRA_THREADS:+--threads "$ORCASTRA_THREADS"} \
     --data "$work/orcastra-$1" >"$work/orcastra-$1.log" 2>&1 &
   pids+=($!)
@@ -55,7 +62,7 @@ start_orcastra() { # fsync; sets $ours
 start_redis() { # appendfsync; sets $theirs
   theirs=$(free_port)
   mkdir -p "$work/redis-$1"
-  redis-server --port "$theirs" --bind 127.0.0.1 --save '' --appendonly yes \
+  "${server_cpu[@]}" redis-server --port "$theirs" --bind 127.0.0.1 --save '' --appendonly yes \
     --appendfsync "$1" --dir "$work/redis-$1" --logfile "$work/redis-$1.log" >/dev/null 2>&1 &
   pids+=($!)
   wait_for "$theirs"
@@ -64,7 +71,7 @@ start_redis() { # appendfsync; sets $theirs
 # Requests per second of one redis-benchmark run.
 rps() { # port pipeline command...
   local port=$1 pipeline=$2; shift 2
-  redis-benchmark -p "$port" -c "$clients" -n "$requests" -P "$pipeline" -q "$@" 2>/dev/null |
+  "${client_cpu[@]}" redis-benchmark -p "$port" -c "$clients" -n "$requests" -P "$pipeline" -q "$@" 2>/dev/null |
     tr '\r' '\n' | grep 'requests per second' | tail -1 |
     sed -E 's/.*: ([0-9.]+) requests per second.*/\1/'
 }
@@ -93,7 +100,7 @@ row() { # label orcastra-port redis-port pipeline command...
     'BEGIN { printf "| %s | %s | %.0f | %.0f | %.2fx |\n", l, p, a, b, a / b }'
 }
 
-echo "redis-benchmark, $clients clients, $requests requests per run, median of $runs runs"
+echo "redis-benchmark, $clients clients, $requests requests per run, median of $runs runs${server_cpu:+, servers on CPU 1 and redis-benchmark on CPU 0}"
 echo "(orcastra $(./target/release/orcastra --version | cut -d' ' -f2), $(redis-server --version | cut -d' ' -f3))"
 echo
 echo "| workload (orcastra fsync vs redis appendfsync) | pipeline | orcastra req/s | redis req/s | orcastra/redis |"

@@ -533,10 +533,12 @@ impl Inner {
         if writer.end + FILL_AHEAD_BYTES / 2 <= writer.filled || writer.end >= limit {
             return;
         }
+        // In the zero-initialised data segment: costs no memory until read,
+        // and then only the kernel's shared zero page.
+        static ZEROS: [u8; FILL_AHEAD_BYTES as usize] = [0; FILL_AHEAD_BYTES as usize];
         let from = writer.filled.max(writer.end);
         let to = (writer.end + FILL_AHEAD_BYTES).min(limit);
-        let zeros = vec![0; (to - from) as usize];
-        match writer.active.file.write_all_at(&zeros, from) {
+        match writer.active.file.write_all_at(&ZEROS[..(to - from) as usize], from) {
             Ok(()) => writer.filled = to,
             Err(e) => {
                 tracing::debug!(segment = %writer.active.path.display(), error = %e, "could not fill ahead")
