@@ -166,18 +166,13 @@ impl Record {
 
     /// The record as a Cap'n Proto message (a multiple of 8 bytes).
     pub fn encode(&self) -> Vec<u8> {
-        // One segment of about the message's size: the default first segment
-        // is 8 KiB, which would dominate the cost of encoding small records.
         let words = |pairs: &[(Bytes, Bytes)]| {
             pairs
                 .iter()
                 .map(|(n, v)| 2 + n.len().div_ceil(8) + v.len().div_ceil(8))
                 .sum::<usize>()
         };
-        let size = 8 + words(&self.fields) + words(&self.headers);
-        let allocator =
-            HeapAllocator::new().first_segment_words(u32::try_from(size).unwrap_or(u32::MAX));
-        let mut message = Builder::new(allocator);
+        let mut message = builder(8 + words(&self.fields) + words(&self.headers));
         let mut root = message.init_root::<record_capnp::record::Builder<'_>>();
         root.set_timestamp_ms(self.timestamp_ms);
         root.set_id_ms(self.id.ms);
@@ -231,6 +226,14 @@ impl Record {
             Ok(StreamId::new(root.get_id_ms(), root.get_id_seq()))
         })
     }
+}
+
+/// A message builder whose first segment holds `words` words (more are
+/// added if the message outgrows it). Cap'n Proto's default first segment
+/// is 8 KiB, allocated zeroed, which costs more than encoding a small
+/// message: give it about the message's size.
+pub(crate) fn builder(words: usize) -> Builder<HeapAllocator> {
+    Builder::new(HeapAllocator::new().first_segment_words(u32::try_from(words).unwrap_or(u32::MAX)))
 }
 
 /// Runs `read` on the root of the record message in `bytes` (8-byte aligned).

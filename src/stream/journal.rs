@@ -10,7 +10,7 @@ use capnp::serialize;
 use super::journal_capnp as schema;
 use super::state::{Meta, State};
 use crate::group::{Cursor, Group, Nack};
-use crate::record::{StreamId, read_message};
+use crate::record::{StreamId, builder, read_message};
 
 /// At most this many ids go in one journal record (events and snapshots),
 /// keeping records far below the log's size limit.
@@ -51,6 +51,28 @@ pub(crate) enum Event {
 }
 
 impl Event {
+    /// About the size of the encoded event, in words.
+    fn words(&self) -> usize {
+        let names =
+            |names: &[&String]| names.iter().map(|n| n.len().div_ceil(8) + 1).sum::<usize>();
+        32 + match self {
+            Event::Meta(_) => 0,
+            Event::Deleted(offsets) => offsets.len(),
+            Event::GroupSet { group, .. } | Event::GroupDestroyed(group) => names(&[group]),
+            Event::ConsumerSet {
+                group, consumer, ..
+            }
+            | Event::ConsumerDeleted { group, consumer } => names(&[group, consumer]),
+            Event::Pending {
+                group,
+                consumer,
+                entries,
+                ..
+            } => names(&[group, consumer]) + 3 * entries.len(),
+            Event::Acked { group, ids } => names(&[group]) + 2 * ids.len(),
+        }
+    }
+
     /// The event as journal records: one, or several for an event with more
     /// ids than fit in a record. Applying the parts in order has the same
     /// effect as applying the whole (a group's cursor moves with the last).
@@ -99,7 +121,7 @@ impl Event {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut message = Builder::new_default();
+        let mut message = builder(self.words());
         let event = message.init_root::<schema::event::Builder<'_>>();
         match self {
             Event::Meta(meta) => write_meta(event.init_meta(), meta),

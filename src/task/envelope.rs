@@ -6,12 +6,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use capnp::message::Builder;
 use capnp::serialize;
 use uuid::Uuid;
 
 use super::task_capnp::envelope;
-use crate::record::read_message;
+use crate::record::{builder, read_message};
 
 /// The UUID namespace of unique tasks' ids.
 const UNIQUE_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6361_7374_7261_8000_756e_6971_7565);
@@ -145,7 +144,15 @@ impl Envelope {
     /// # Ok::<(), orcastra::task::EnvelopeError>(())
     /// ```
     pub fn encode(&self) -> Vec<u8> {
-        let mut message = Builder::new_default();
+        let text: usize = [&self.name, &self.queue]
+            .into_iter()
+            .chain(&self.idempotency_key)
+            .chain(self.trace.iter().flat_map(|(name, value)| [name, value]))
+            .map(|text| text.len() + 1)
+            .sum();
+        // The struct and its pointers, the ids, and the variable parts.
+        let words = 32 + 3 * self.trace.len() + (text + self.args.len()).div_ceil(8);
+        let mut message = builder(words);
         let mut root = message.init_root::<envelope::Builder<'_>>();
         root.set_id(self.id.as_bytes());
         root.set_name(self.name.as_str());

@@ -538,7 +538,11 @@ impl Inner {
         static ZEROS: [u8; FILL_AHEAD_BYTES as usize] = [0; FILL_AHEAD_BYTES as usize];
         let from = writer.filled.max(writer.end);
         let to = (writer.end + FILL_AHEAD_BYTES).min(limit);
-        match writer.active.file.write_all_at(&ZEROS[..(to - from) as usize], from) {
+        match writer
+            .active
+            .file
+            .write_all_at(&ZEROS[..(to - from) as usize], from)
+        {
             Ok(()) => writer.filled = to,
             Err(e) => {
                 tracing::debug!(segment = %writer.active.path.display(), error = %e, "could not fill ahead")
