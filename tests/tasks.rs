@@ -907,6 +907,50 @@ async fn delayed_tasks_survive_a_restart() {
     assert_eq!(calls(&key), 1);
 }
 
+/// Two handles on one embedded engine: each passes over the state events
+/// it wrote (applied as it wrote them) and reads the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_on_one_engine_see_their_own_and_each_others_states() {
+    let engine = std::sync::Arc::new(orcastra::streams::Embedded::memory());
+    let on_engine = || Orcastra::on(orcastra::streams::Backend::Memory(engine.clone()));
+    let (producer, consumer) = (on_engine(), on_engine());
+    let mut events = producer.subscribe();
+    let worker = consumer
+        .worker()
+        .concurrency(16)
+        .register(divide::task())
+        .start()
+        .await
+        .unwrap();
+    let args = (1..=200).map(|n| (n * 2, 2));
+    let handles = producer
+        .submit_many_with(divide::task(), args, orcastra::SubmitOptions::default())
+        .await
+        .unwrap();
+    for (n, handle) in (1..).zip(&handles) {
+        // Recorded by the consumer: read by the producer.
+        let result = tokio::time::timeout(Duration::from_secs(30), handle.result());
+        assert_eq!(result.await.expect("the result").unwrap().unwrap(), n);
+        // Recorded by the consumer itself.
+        assert_eq!(consumer.state(handle.id()).unwrap().state, State::Succeeded);
+    }
+    // The producer's subscriber saw its own `queued` and the consumer's end.
+    let mut seen: HashMap<_, Vec<State>> = HashMap::new();
+    while seen
+        .values()
+        .filter(|s| s.contains(&State::Succeeded))
+        .count()
+        < handles.len()
+    {
+        let event = events.recv().await.unwrap();
+        seen.entry(event.id).or_default().push(event.state);
+    }
+    for handle in &handles {
+        assert_eq!(seen[&handle.id()][0], State::Queued);
+    }
+    worker.stop().await;
+}
+
 /// Two handles on one Redis stand for two processes: the worker of one runs
 /// what the other submits, and the submitter sees the result.
 #[cfg(feature = "redis")]

@@ -119,7 +119,17 @@ async fn write_batch<'a>(
     }
     if !states.is_empty() {
         let events = states.iter().map(RunState::fields).collect();
-        let ids = streams.add_batch(STATES, events).await?;
+        // The state follower need not read them back.
+        let note = |ids: &[StreamId]| {
+            inner
+                .states
+                .wrote(states.iter().zip(ids).map(|(state, &id)| {
+                    let mut state = state.clone();
+                    state.recorded_by(id);
+                    state
+                }));
+        };
+        let ids = streams.add_batch_noting(STATES, events, note).await?;
         for (state, id) in states.iter_mut().zip(ids) {
             state.recorded_by(id);
         }

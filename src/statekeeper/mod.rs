@@ -3,7 +3,7 @@
 //! lookups by id and wakes whoever awaits a task's end. Any process that
 //! shares the backend sees every task's state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -220,7 +220,16 @@ pub(crate) struct StateKeeper {
     forgotten_before: AtomicU64,
     /// The last event read.
     seen: Mutex<StreamId>,
+    /// The states this process wrote, in the order of their events, for
+    /// `catch_up` to take in order with the others' without reading their
+    /// events back. Only on backends where no reader sees an event before
+    /// it is here.
+    written_here: Mutex<VecDeque<RunState>>,
 }
+
+/// The most states `written_here` holds; past that, the oldest are read
+/// back like anyone else's (harmless, only slower).
+const WRITTEN_HERE: usize = 4096;
 
 impl Default for StateKeeper {
     fn default() -> Self {
@@ -231,6 +240,7 @@ impl Default for StateKeeper {
             events: broadcast::channel(EVENTS_BEHIND).0,
             forgotten_before: AtomicU64::new(0),
             seen: Mutex::default(),
+            written_here: Mutex::default(),
         }
     }
 }
@@ -327,27 +337,65 @@ impl StateKeeper {
         }
     }
 
+    /// Records that this process wrote `states` (each knowing its event).
+    pub(crate) fn wrote(&self, states: impl IntoIterator<Item = RunState>) {
+        let mut written = self.written_here.lock();
+        for state in states {
+            if written.len() == WRITTEN_HERE {
+                written.pop_front();
+            }
+            written.push_back(state);
+        }
+    }
+
     /// Reads the state events recorded since the last call, waiting up to
     /// `block` for one if there are none (not at all for zero); returns how
-    /// many it read.
+    /// many it read or passed over.
     pub(crate) async fn catch_up(
         &self,
         streams: &Backend,
         block: Duration,
     ) -> Result<usize, StreamError> {
+        const COUNT: usize = 4096;
         let after = *self.seen.lock();
-        let block = Some(block).filter(|block| !block.is_zero());
-        let read = streams
-            .read(&[(STATES, ReadFrom::After(after))], Some(4096), block)
-            .await?;
-        let mut count = 0;
-        for (_, entries) in read {
-            if let Some(last) = entries.last() {
-                *self.seen.lock() = last.id;
+        // The states this process wrote are taken from memory, in their
+        // place among the others', rather than read back.
+        let mut ours = Vec::new();
+        let mut skip = |id: StreamId| {
+            let mut written = self.written_here.lock();
+            while written.front().is_some_and(|state| state.event < id) {
+                written.pop_front();
             }
-            count += entries.len();
-            self.apply(entries.iter().filter_map(RunState::from_entry));
+            if written.front().is_some_and(|state| state.event == id) {
+                ours.extend(written.pop_front());
+                return true;
+            }
+            false
+        };
+        let block = Some(block).filter(|block| !block.is_zero());
+        let entries = match streams
+            .read_skipping(STATES, after, COUNT, block, &mut skip)
+            .await
+        {
+            Some(entries) => entries?,
+            None => {
+                let read = streams
+                    .read(&[(STATES, ReadFrom::After(after))], Some(COUNT), block)
+                    .await?;
+                read.into_iter().flat_map(|(_, entries)| entries).collect()
+            }
+        };
+        let count = entries.len() + ours.len();
+        let mut states: Vec<RunState> = entries.iter().filter_map(RunState::from_entry).collect();
+        let last = entries.last().map(|entry| entry.id);
+        if let Some(last) = last.max(ours.last().map(|state| state.event)) {
+            *self.seen.lock() = last;
         }
+        if !ours.is_empty() {
+            states.append(&mut ours);
+            states.sort_by_key(|state| state.event);
+        }
+        self.apply(states);
         Ok(count)
     }
 }

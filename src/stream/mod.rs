@@ -182,25 +182,34 @@ impl<L: Log> Stream<L> {
     }
 
     /// Live entries from `from`, in order, while `keep` accepts their ids;
-    /// at most `count`.
+    /// at most `count`. Entries whose ids `skip` accepts are passed over
+    /// without being decoded, but count towards `count`.
     fn scan_forward(
         &self,
         state: &State,
         from: u64,
         count: usize,
         keep: impl Fn(StreamId) -> bool,
+        mut skip: Option<&mut dyn FnMut(StreamId) -> bool>,
     ) -> Result<Vec<(u64, Entry)>, StreamError> {
         let end = self.end();
         let mut at = from.max(state.meta.first_offset);
         let mut found = Vec::new();
-        while at < end && found.len() < count {
+        let mut skipped = 0;
+        while at < end && found.len() + skipped < count {
             // No more than asked for: every record read is checksummed.
-            let want = (count - found.len()).min(SCAN_BATCH);
+            let want = (count - found.len() - skipped).min(SCAN_BATCH);
             let batch = self.entries.read(Offset(at), want)?;
             for bytes in batch {
                 let offset = at;
                 at += 1;
                 if state.deleted.contains(&offset) {
+                    continue;
+                }
+                if let Some(skip) = skip.as_mut()
+                    && skip(Record::read_id(&bytes).map_err(|e| self.corrupt(e))?)
+                {
+                    skipped += 1;
                     continue;
                 }
                 let record = self.decode(bytes)?;
@@ -285,17 +294,21 @@ impl<L: Log> Stream<L> {
         id: AddId,
         clock: &dyn Clock,
     ) -> Result<StreamId, StreamError> {
-        let ids = self.append(vec![fields], id, clock).await?;
+        let ids = self.append(vec![fields], id, clock, |_| {}).await?;
         Ok(ids[0])
     }
 
     /// Appends entries, the first with an id chosen by `id` and the rest as
     /// `*` would, and waits for them to be durable.
+    /// Appends `batch`, the first entry with `id`, the others with ids
+    /// after it. `note` gets the ids as soon as they are written, before
+    /// any reader can see them.
     pub(crate) async fn append(
         &self,
         batch: Vec<Fields>,
         id: AddId,
         clock: &dyn Clock,
+        note: impl FnOnce(&[StreamId]),
     ) -> Result<Vec<StreamId>, StreamError> {
         let (ids, end) = {
             let mut inner = self.inner.lock();
@@ -318,6 +331,7 @@ impl<L: Log> Stream<L> {
                 last = next;
             }
             let offsets = self.entries.append_nowait(&records)?;
+            note(&ids);
             inner.state.meta.last_id = last;
             (ids, offsets.end)
         };
@@ -367,20 +381,22 @@ impl<L: Log> Stream<L> {
                 Bound::Included(id) => self.lower_bound(id, first, self.end())?,
                 Bound::Excluded(id) => self.offset_after(state, id)?,
             };
-            let found = self.scan_forward(state, from, count, below)?;
+            let found = self.scan_forward(state, from, count, below, None)?;
             Ok(found.into_iter().map(|(_, entry)| entry).collect())
         }
     }
 
-    /// Entries after `after`, for XREAD.
+    /// Entries after `after`, for XREAD: at most `count`, counting those
+    /// passed over because `skip` accepts their ids.
     pub(crate) fn read_after(
         &self,
         after: StreamId,
         count: usize,
+        skip: Option<&mut dyn FnMut(StreamId) -> bool>,
     ) -> Result<Vec<Entry>, StreamError> {
         let inner = self.inner.lock();
         let from = self.offset_after(&inner.state, after)?;
-        let found = self.scan_forward(&inner.state, from, count, |_| true)?;
+        let found = self.scan_forward(&inner.state, from, count, |_| true, skip)?;
         Ok(found.into_iter().map(|(_, entry)| entry).collect())
     }
 
@@ -542,7 +558,7 @@ impl<L: Log> Stream<L> {
         let state = &inner.state;
         let end = self.end();
         let first = self
-            .scan_forward(state, 0, 1, |_| true)?
+            .scan_forward(state, 0, 1, |_| true, None)?
             .pop()
             .map(|(_, e)| e);
         let last = self.scan_backward(state, end, 1, |_| true)?.pop();
@@ -712,7 +728,7 @@ impl<L: Log> Stream<L> {
             let mut inner = self.inner.lock();
             let state = &inner.state;
             let existing = self.group(state, group, READ_SUFFIX)?;
-            let found = self.scan_forward(state, existing.cursor.offset, count, |_| true)?;
+            let found = self.scan_forward(state, existing.cursor.offset, count, |_| true, None)?;
             let mut events = Vec::new();
             if existing.consumer_id(consumer).is_none() || (no_ack && !found.is_empty()) {
                 let active = (!found.is_empty()).then_some(now_ms);

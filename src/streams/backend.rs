@@ -84,6 +84,45 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// [`Embedded::read_skipping`] on the embedded backends, where one
+    /// append's entries are consecutive; `None` on Redis.
+    pub(crate) async fn read_skipping(
+        &self,
+        stream: &str,
+        after: StreamId,
+        count: usize,
+        block: Option<Duration>,
+        skip: &mut (dyn FnMut(StreamId) -> bool + Send),
+    ) -> Option<Result<Vec<Entry>, StreamError>> {
+        Some(match self {
+            Backend::Segment(s) => s.read_skipping(stream, after, count, block, skip).await,
+            Backend::Memory(s) => s.read_skipping(stream, after, count, block, skip).await,
+            Backend::Text(s) => s.read_skipping(stream, after, count, block, skip).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => return None,
+        })
+    }
+
+    /// [`Embedded::add_batch_noting`] on the embedded backends; on Redis,
+    /// where other clients' entries may come between those of one batch,
+    /// a plain `add_batch` that does not call `note`.
+    pub(crate) async fn add_batch_noting(
+        &self,
+        stream: &str,
+        entries: Vec<Fields>,
+        note: impl FnOnce(&[StreamId]),
+    ) -> Result<Vec<StreamId>, StreamError> {
+        match self {
+            Backend::Segment(s) => s.add_batch_noting(stream, entries, note).await,
+            Backend::Memory(s) => s.add_batch_noting(stream, entries, note).await,
+            Backend::Text(s) => s.add_batch_noting(stream, entries, note).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(s) => s.add_batch(stream, entries).await,
+        }
+    }
+}
+
 fn directory(dir: &str) -> Result<PathBuf, StreamError> {
     if dir.is_empty() {
         return Err(StreamError::Reply(

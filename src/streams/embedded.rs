@@ -302,6 +302,98 @@ impl Embedded<MemoryStore> {
 }
 
 impl<S: LogStore> Embedded<S> {
+    /// Adds `entries` to `stream`, as one append: their ids are
+    /// consecutive in the stream. `note` gets them before any reader can
+    /// see the entries.
+    pub(crate) async fn add_batch_noting(
+        &self,
+        stream: &str,
+        entries: Vec<Fields>,
+        note: impl FnOnce(&[StreamId]),
+    ) -> Result<Vec<StreamId>, StreamError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let target = self.stream(stream, true)?.expect("create makes the stream");
+        let ids = target
+            .append(entries, super::AddId::Auto, &*self.clock, note)
+            .await?;
+        self.changed.notify_waiters();
+        Ok(ids)
+    }
+
+    /// The entries of `stream` after `after`, like XREAD, without
+    /// decoding those whose ids `skip` accepts (they count towards `count`,
+    /// and end the wait like any entry): for the task layer, which need not
+    /// read back the state events it wrote.
+    pub(crate) async fn read_skipping(
+        &self,
+        stream: &str,
+        after: StreamId,
+        count: usize,
+        block: Option<Duration>,
+        skip: &mut (dyn FnMut(StreamId) -> bool + Send),
+    ) -> Result<Vec<Entry>, StreamError> {
+        let streams = [(stream, ReadFrom::After(after))];
+        let read = self.read_streams(&streams, Some(count), block, Some(skip));
+        Ok(read
+            .await?
+            .into_iter()
+            .flat_map(|(_, entries)| entries)
+            .collect())
+    }
+
+    /// XREAD, passing over the entries `skip` accepts.
+    async fn read_streams(
+        &self,
+        streams: &[(&str, ReadFrom)],
+        count: Option<usize>,
+        block: Option<Duration>,
+        mut skip: Option<&mut (dyn FnMut(StreamId) -> bool + Send)>,
+    ) -> Result<Vec<(String, Vec<Entry>)>, StreamError> {
+        let count = count.unwrap_or(usize::MAX);
+        // `$` means after the last id as of the call.
+        let mut after = Vec::with_capacity(streams.len());
+        for &(name, from) in streams {
+            after.push(match from {
+                ReadFrom::After(id) => id,
+                ReadFrom::End => self
+                    .stream(name, false)?
+                    .map_or(StreamId::MIN, |s| s.last_id()),
+            });
+        }
+        let deadline = deadline(block);
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut reply = Vec::new();
+            let mut skipped = false;
+            for (&(name, _), &after) in streams.iter().zip(&after) {
+                if let Some(target) = self.stream(name, false)? {
+                    let skipping = skip.is_some();
+                    let mut noting = |id| {
+                        let passed = skip.as_mut().is_some_and(|skip| skip(id));
+                        skipped |= passed;
+                        passed
+                    };
+                    let noting =
+                        skipping.then_some(&mut noting as &mut dyn FnMut(StreamId) -> bool);
+                    let entries = target.read_after(after, count, noting)?;
+                    if !entries.is_empty() {
+                        reply.push((name.to_string(), entries));
+                    }
+                }
+            }
+            let Some(deadline) = deadline else {
+                return Ok(reply);
+            };
+            if !reply.is_empty() || skipped || !self.wait_for_change(notified, deadline).await {
+                return Ok(reply);
+            }
+        }
+    }
+
     /// The engine over `store`, with the system clock, snapshots every 8 MiB
     /// of journal, and no retention limits.
     pub fn open(store: S) -> Self {
@@ -460,15 +552,7 @@ impl<S: LogStore> Streams for Embedded<S> {
         stream: &str,
         entries: Vec<Fields>,
     ) -> Result<Vec<StreamId>, StreamError> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let target = self.stream(stream, true)?.expect("create makes the stream");
-        let ids = target
-            .append(entries, super::AddId::Auto, &*self.clock)
-            .await?;
-        self.changed.notify_waiters();
-        Ok(ids)
+        self.add_batch_noting(stream, entries, |_| {}).await
     }
 
     async fn range(
@@ -521,38 +605,7 @@ impl<S: LogStore> Streams for Embedded<S> {
         count: Option<usize>,
         block: Option<Duration>,
     ) -> Result<Vec<(String, Vec<Entry>)>, StreamError> {
-        let count = count.unwrap_or(usize::MAX);
-        // `$` means after the last id as of the call.
-        let mut after = Vec::with_capacity(streams.len());
-        for &(name, from) in streams {
-            after.push(match from {
-                ReadFrom::After(id) => id,
-                ReadFrom::End => self
-                    .stream(name, false)?
-                    .map_or(StreamId::MIN, |s| s.last_id()),
-            });
-        }
-        let deadline = deadline(block);
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let mut reply = Vec::new();
-            for (&(name, _), &after) in streams.iter().zip(&after) {
-                if let Some(target) = self.stream(name, false)? {
-                    let entries = target.read_after(after, count)?;
-                    if !entries.is_empty() {
-                        reply.push((name.to_string(), entries));
-                    }
-                }
-            }
-            let Some(deadline) = deadline else {
-                return Ok(reply);
-            };
-            if !reply.is_empty() || !self.wait_for_change(notified, deadline).await {
-                return Ok(reply);
-            }
-        }
+        self.read_streams(streams, count, block, None).await
     }
 
     async fn set_last_id(
