@@ -387,13 +387,10 @@ impl Orcastra {
         options: SubmitOptions,
     ) -> Result<Vec<TaskId>, Error> {
         let now = self.inner.clock.now_ms();
-        let delay_ms = options
-            .delay
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let not_before = options
-            .not_before_ms
-            .unwrap_or(0)
-            .max(now.saturating_add(delay_ms));
+        let not_before = options.not_before_ms.unwrap_or(0).max(match options.delay {
+            Some(delay) if !delay.is_zero() => timekeeper::due_after(now, delay),
+            _ => now,
+        });
         let priority = options.priority.unwrap_or(default_priority);
         if priority > MAX_PRIORITY {
             return Err(Error::Priority(priority));

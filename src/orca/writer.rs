@@ -119,21 +119,18 @@ async fn write_batch<'a>(
     }
     if !states.is_empty() {
         let events = states.iter().map(RunState::fields).collect();
-        // The state follower need not read them back.
-        let note = |ids: &[StreamId]| {
-            inner
-                .states
-                .wrote(states.iter().zip(ids).map(|(state, &id)| {
-                    let mut state = state.clone();
-                    state.recorded_by(id);
-                    state
-                }));
-        };
+        // On the embedded backends the states go to the state keeper as
+        // their events are written: it need not read them back.
+        let note = |ids: &[StreamId]| inner.states.wrote(&mut states, ids);
         let ids = streams.add_batch_noting(STATES, events, note).await?;
-        for (state, id) in states.iter_mut().zip(ids) {
-            state.recorded_by(id);
+        if states.is_empty() {
+            inner.states.apply_written(&ids);
+        } else {
+            for (state, id) in states.iter_mut().zip(ids) {
+                state.recorded_by(id);
+            }
+            inner.states.apply(states);
         }
-        inner.states.apply(states);
     }
     for ((stream, group), ids) in acks {
         streams.ack(&stream, group, &ids).await?;

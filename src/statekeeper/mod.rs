@@ -220,15 +220,18 @@ pub(crate) struct StateKeeper {
     forgotten_before: AtomicU64,
     /// The last event read.
     seen: Mutex<StreamId>,
-    /// The states this process wrote, in the order of their events, for
-    /// `catch_up` to take in order with the others' without reading their
-    /// events back. Only on backends where no reader sees an event before
-    /// it is here.
-    written_here: Mutex<VecDeque<RunState>>,
+    /// The events this process wrote, in order, each with its state until
+    /// it is applied: by the writer once the event is durable, or by
+    /// `catch_up` if it gets there first, in its place among other
+    /// processes' states. `catch_up` passes over these events without
+    /// reading them back. Only on backends where no reader sees an event
+    /// before it is here.
+    written_here: Mutex<VecDeque<(StreamId, Option<RunState>)>>,
 }
 
-/// The most states `written_here` holds; past that, the oldest are read
-/// back like anyone else's (harmless, only slower).
+/// About the most events `written_here` holds; past that, the oldest
+/// applied ones are dropped and read back like anyone else's (harmless,
+/// only slower).
 const WRITTEN_HERE: usize = 4096;
 
 impl Default for StateKeeper {
@@ -337,15 +340,35 @@ impl StateKeeper {
         }
     }
 
-    /// Records that this process wrote `states` (each knowing its event).
-    pub(crate) fn wrote(&self, states: impl IntoIterator<Item = RunState>) {
+    /// Takes in `states`, which this process wrote as the events `ids`,
+    /// before any reader can see those events.
+    pub(crate) fn wrote(&self, states: &mut Vec<RunState>, ids: &[StreamId]) {
         let mut written = self.written_here.lock();
-        for state in states {
-            if written.len() == WRITTEN_HERE {
-                written.pop_front();
-            }
-            written.push_back(state);
+        for (mut state, &id) in states.drain(..).zip(ids) {
+            state.recorded_by(id);
+            written.push_back((id, Some(state)));
         }
+        while written.len() > WRITTEN_HERE && written.front().is_some_and(|(_, s)| s.is_none()) {
+            written.pop_front();
+        }
+    }
+
+    /// Applies the states written as the events `ids` (now durable) that
+    /// `catch_up` has not applied yet.
+    pub(crate) fn apply_written(&self, ids: &[StreamId]) {
+        let Some(&first) = ids.first() else {
+            return;
+        };
+        let mut states: Vec<RunState> = self
+            .written_here
+            .lock()
+            .iter_mut()
+            .rev()
+            .take_while(|(id, _)| *id >= first)
+            .filter_map(|(_, state)| state.take())
+            .collect();
+        states.reverse();
+        self.apply(states);
     }
 
     /// Reads the state events recorded since the last call, waiting up to
@@ -358,17 +381,20 @@ impl StateKeeper {
     ) -> Result<usize, StreamError> {
         const COUNT: usize = 4096;
         let after = *self.seen.lock();
-        // The states this process wrote are taken from memory, in their
-        // place among the others', rather than read back.
-        let mut ours = Vec::new();
+        // The events this process wrote are passed over, their states
+        // taken in their place among the others' if not applied yet.
+        let (mut ours, mut passed, mut passed_to) = (Vec::new(), 0, None);
         let mut skip = |id: StreamId| {
             let mut written = self.written_here.lock();
-            while written.front().is_some_and(|state| state.event < id) {
-                written.pop_front();
-            }
-            if written.front().is_some_and(|state| state.event == id) {
-                ours.extend(written.pop_front());
-                return true;
+            // Events before `id` that were never read (trimmed) are passed too.
+            while written.front().is_some_and(|&(event, _)| event <= id) {
+                let (event, state) = written.pop_front().expect("a front");
+                ours.extend(state);
+                if event == id {
+                    passed += 1;
+                    passed_to = Some(id);
+                    return true;
+                }
             }
             false
         };
@@ -385,10 +411,8 @@ impl StateKeeper {
                 read.into_iter().flat_map(|(_, entries)| entries).collect()
             }
         };
-        let count = entries.len() + ours.len();
         let mut states: Vec<RunState> = entries.iter().filter_map(RunState::from_entry).collect();
-        let last = entries.last().map(|entry| entry.id);
-        if let Some(last) = last.max(ours.last().map(|state| state.event)) {
+        if let Some(last) = entries.last().map(|entry| entry.id).max(passed_to) {
             *self.seen.lock() = last;
         }
         if !ours.is_empty() {
@@ -396,7 +420,7 @@ impl StateKeeper {
             states.sort_by_key(|state| state.event);
         }
         self.apply(states);
-        Ok(count)
+        Ok(entries.len() + passed)
     }
 }
 

@@ -36,6 +36,15 @@ const SOON_STEP: Duration = Duration::from_millis(5);
 /// Ids per lease renewal.
 const RENEW_CHUNK: usize = 1000;
 
+/// When a task delayed by `delay` at `now_ms` is due, in whole
+/// milliseconds: the clock reads whole milliseconds behind the true time,
+/// and a fraction of a millisecond of delay counts as a whole one, so that
+/// the task never starts before `delay` has passed.
+pub(crate) fn due_after(now_ms: u64, delay: Duration) -> u64 {
+    let delay_ms = u64::try_from(delay.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+    now_ms.saturating_add(delay_ms).saturating_add(1)
+}
+
 /// Stores a task to be queued at its `not_before_ms`, as part of `write`.
 pub(crate) async fn add_to_schedule(
     orcastra: &Orcastra,
@@ -248,5 +257,20 @@ impl Timekeeper {
         if let Err(error) = self.renew(release).await {
             tracing::warn!(timekeeper = %self.name, %error, "cannot release scheduled tasks; they wait for their lease to run out");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_is_never_due_before_its_delay_has_passed() {
+        // The clock reads 1000 from 1000.0 up to 1001.0 ms: due at 1301
+        // is at least 300 ms after any of those.
+        assert_eq!(due_after(1000, Duration::from_millis(300)), 1301);
+        // A fraction of a millisecond counts as a whole one.
+        assert_eq!(due_after(1000, Duration::from_micros(300_001)), 1302);
+        assert_eq!(due_after(u64::MAX - 1, Duration::MAX), u64::MAX);
     }
 }

@@ -738,9 +738,8 @@ impl Shared {
                 if let Some(delay) = delay.filter(|_| envelope.attempt < retries && !cancelled) {
                     let mut next = envelope.clone();
                     next.attempt += 1;
-                    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                     let now = self.orcastra.inner().clock.now_ms();
-                    next.not_before_ms = now.saturating_add(delay_ms);
+                    next.not_before_ms = timekeeper::due_after(now, delay);
                     if let Err(error) =
                         timekeeper::add_to_schedule(&self.orcastra, &next, &mut write).await
                     {
