@@ -123,6 +123,7 @@ async fn write_batch<'a>(
         // their events are written: it need not read them back.
         let note = |ids: &[StreamId]| inner.states.wrote(&mut states, ids);
         let ids = streams.add_batch_noting(STATES, events, note).await?;
+        // Empty if the state keeper took them; on Redis they are still here.
         if states.is_empty() {
             inner.states.apply_written(&ids);
         } else {

@@ -299,10 +299,8 @@ impl<L: Log> Stream<L> {
     }
 
     /// Appends entries, the first with an id chosen by `id` and the rest as
-    /// `*` would, and waits for them to be durable.
-    /// Appends `batch`, the first entry with `id`, the others with ids
-    /// after it. `note` gets the ids as soon as they are written, before
-    /// any reader can see them.
+    /// `*` would, and waits for them to be durable. `note` gets the ids as
+    /// soon as they are written, before any reader can see them.
     pub(crate) async fn append(
         &self,
         batch: Vec<Fields>,

@@ -504,10 +504,10 @@ impl Inner {
     }
 
     /// Cuts the zeros written ahead off the active segment, as it is sealed
-    /// or closed, so segments at rest end with their last record.
+    /// or closed, so segments at rest end with their last record. Gathered
+    /// frames must be written first.
     fn cut_filled(&self, writer: &mut Writer) -> io::Result<()> {
         if writer.filled > writer.end {
-            self.write_unwritten(writer)?;
             writer
                 .active
                 .file
@@ -521,7 +521,9 @@ impl Inner {
     /// Writes everything gathered and cuts the zeros written ahead, before
     /// the log closes.
     fn trim(&self) -> io::Result<()> {
-        self.cut_filled(&mut self.writer.lock())
+        let mut writer = self.writer.lock();
+        self.write_unwritten(&mut writer)?;
+        self.cut_filled(&mut writer)
     }
 
     /// Writes zeros past `writer.end` once the records come close to the
