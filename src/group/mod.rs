@@ -14,7 +14,9 @@
 //! B-tree, about 55 bytes in all; consumers are referred to by a 4-byte
 //! number rather than by name.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use crate::record::StreamId;
 

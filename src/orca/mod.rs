@@ -6,13 +6,13 @@ mod housekeeping;
 mod unique;
 mod writer;
 
-use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use foldhash::{HashMap, HashMapExt, HashSet};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 

@@ -7,9 +7,9 @@
 //! task's next home and acknowledges its old one in one write can never lose
 //! it: after a crash it is in both places or the old one only.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
+use foldhash::{HashMap, HashMapExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::record::StreamId;

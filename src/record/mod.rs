@@ -15,7 +15,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bytes::Bytes;
-use capnp::message::{Builder, HeapAllocator, ReaderOptions};
+use capnp::message::{Builder, HeapAllocator, ReaderOptions, ScratchSpaceHeapAllocator};
 use capnp::serialize;
 
 /// The id of a stream entry, `<ms>-<seq>`: two 64-bit numbers that order as
@@ -166,31 +166,9 @@ impl Record {
 
     /// The record as a Cap'n Proto message (a multiple of 8 bytes).
     pub fn encode(&self) -> Vec<u8> {
-        let words = |pairs: &[(Bytes, Bytes)]| {
-            pairs
-                .iter()
-                .map(|(n, v)| 2 + n.len().div_ceil(8) + v.len().div_ceil(8))
-                .sum::<usize>()
-        };
-        let mut message = builder(8 + words(&self.fields) + words(&self.headers));
-        let mut root = message.init_root::<record_capnp::record::Builder<'_>>();
-        root.set_timestamp_ms(self.timestamp_ms);
-        root.set_id_ms(self.id.ms);
-        root.set_id_seq(self.id.seq);
-        let fill = |mut list: capnp::struct_list::Builder<'_, record_capnp::field::Owned>,
-                    pairs: &[(Bytes, Bytes)]| {
-            for (i, (name, value)) in pairs.iter().enumerate() {
-                let mut field = list.reborrow().get(i as u32);
-                field.set_name(name);
-                field.set_value(value);
-            }
-        };
-        fill(
-            root.reborrow().init_fields(list_len(&self.fields)),
-            &self.fields,
-        );
-        fill(root.init_headers(list_len(&self.headers)), &self.headers);
-        serialize::write_message_to_words(&message)
+        let mut encoder = Encoder::default();
+        encoder.push(self);
+        encoder.bytes
     }
 
     /// Decodes a record, sharing `bytes` for the names and values when it is
@@ -225,6 +203,70 @@ impl Record {
         with_root(bytes, |root| {
             Ok(StreamId::new(root.get_id_ms(), root.get_id_seq()))
         })
+    }
+}
+
+/// Encodes records one after another into one buffer, building each in a
+/// scratch segment it reuses: a batch of records costs two allocations, not
+/// two per record.
+#[derive(Default)]
+pub(crate) struct Encoder {
+    /// Zeroed, and the first segment of each message (Cap'n Proto spills
+    /// into the heap if a message outgrows it).
+    scratch: Vec<capnp::Word>,
+    bytes: Vec<u8>,
+    /// Where each record ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Encoder {
+    /// Encodes `record` after the others.
+    pub(crate) fn push(&mut self, record: &Record) {
+        let words = |pairs: &[(Bytes, Bytes)]| {
+            pairs
+                .iter()
+                .map(|(n, v)| 2 + n.len().div_ceil(8) + v.len().div_ceil(8))
+                .sum::<usize>()
+        };
+        let words = 8 + words(&record.fields) + words(&record.headers);
+        if self.scratch.len() < words {
+            self.scratch = capnp::Word::allocate_zeroed_vec(words);
+        }
+        // Zeroes the part of the scratch it is given, as Cap'n Proto needs.
+        let scratch = capnp::Word::words_to_bytes_mut(&mut self.scratch[..words]);
+        let mut message = Builder::new(ScratchSpaceHeapAllocator::new(scratch));
+        let mut root = message.init_root::<record_capnp::record::Builder<'_>>();
+        root.set_timestamp_ms(record.timestamp_ms);
+        root.set_id_ms(record.id.ms);
+        root.set_id_seq(record.id.seq);
+        let fill = |mut list: capnp::struct_list::Builder<'_, record_capnp::field::Owned>,
+                    pairs: &[(Bytes, Bytes)]| {
+            for (i, (name, value)) in pairs.iter().enumerate() {
+                let mut field = list.reborrow().get(i as u32);
+                field.set_name(name);
+                field.set_value(value);
+            }
+        };
+        fill(
+            root.reborrow().init_fields(list_len(&record.fields)),
+            &record.fields,
+        );
+        fill(
+            root.init_headers(list_len(&record.headers)),
+            &record.headers,
+        );
+        self.bytes.reserve(8 + 8 * words);
+        serialize::write_message(&mut self.bytes, &message).expect("a Vec takes any write");
+        self.ends.push(self.bytes.len());
+    }
+
+    /// The records encoded so far, in order.
+    pub(crate) fn records(&self) -> Vec<&[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.bytes[start..end])
+            .collect()
     }
 }
 

@@ -3,16 +3,17 @@
 //! lookups by id and wakes whoever awaits a task's end. Any process that
 //! shares the backend sees every task's state.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, broadcast};
 
 use crate::record::StreamId;
-use crate::streams::{Backend, Entry, ReadFrom, StreamError, Streams, field};
+use crate::streams::{Backend, Entry, Fields, ReadFrom, StreamError, Streams, field};
 use crate::task::TaskId;
 
 /// The stream of state events.
@@ -153,32 +154,36 @@ impl RunState {
         self.updated_ms = event.ms;
     }
 
-    /// The fields of the event that records this state.
-    pub(crate) fn fields(&self) -> Vec<(Bytes, Bytes)> {
-        let mut fields = vec![
-            (Bytes::from_static(b"id"), Bytes::from(self.id.to_string())),
-            (Bytes::from_static(b"name"), Bytes::from(self.name.clone())),
-            (
-                Bytes::from_static(b"queue"),
-                Bytes::from(self.queue.clone()),
-            ),
-            (
-                Bytes::from_static(b"state"),
-                Bytes::from_static(self.state.name().as_bytes()),
-            ),
-            (
-                Bytes::from_static(b"attempt"),
-                Bytes::from(self.attempt.to_string()),
-            ),
+    /// The fields of the event that records this state. The values share
+    /// one buffer: a state is written for every step of every task.
+    pub(crate) fn fields(&self) -> Fields {
+        let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+        let attempt = self.attempt.to_string();
+        let mut texts: Vec<(&'static str, &[u8])> = vec![
+            ("id", self.id.encode(&mut id)),
+            ("name", self.name.as_bytes()),
+            ("queue", self.queue.as_bytes()),
+            ("state", self.state.name().as_bytes()),
+            ("attempt", attempt.as_bytes()),
         ];
-        if let Some(worker) = &self.worker {
-            fields.push((Bytes::from_static(b"worker"), Bytes::from(worker.clone())));
+        texts.extend(self.worker.as_ref().map(|w| ("worker", w.as_bytes())));
+        texts.extend(self.error.as_ref().map(|e| ("error", e.as_bytes())));
+        let mut values = BytesMut::with_capacity(texts.iter().map(|(_, t)| t.len()).sum());
+        for (_, text) in &texts {
+            values.extend_from_slice(text);
+        }
+        let mut values = values.freeze();
+        let mut fields = Vec::with_capacity(9);
+        for (name, text) in texts {
+            fields.push((
+                Bytes::from_static(name.as_bytes()),
+                values.split_to(text.len()),
+            ));
         }
         if let Some(result) = &self.result {
-            fields.push((Bytes::from_static(b"result"), result.clone()));
-        }
-        if let Some(error) = &self.error {
-            fields.push((Bytes::from_static(b"error"), Bytes::from(error.clone())));
+            // After the worker, before the error.
+            let at = 5 + usize::from(self.worker.is_some());
+            fields.insert(at, (Bytes::from_static(b"result"), result.clone()));
         }
         if let Some(progress) = &self.progress {
             fields.push((Bytes::from_static(b"progress"), progress.clone()));

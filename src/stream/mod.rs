@@ -34,7 +34,7 @@ use self::journal::{Event, Replay};
 use self::state::{Meta, State};
 use crate::group::{Cursor, Group};
 use crate::log::{Log, Offset};
-use crate::record::{Record, StreamId};
+use crate::record::{Encoder, Record, StreamId};
 use crate::streams::{
     AddId, AutoClaim, AutoClaimed, Bound, ClaimOptions, Clock, ConsumerInfo, Entry, Fields,
     GroupEntry, GroupInfo, GroupStart, PendingEntry, PendingQuery, PendingSummary, Retention,
@@ -313,22 +313,19 @@ impl<L: Log> Stream<L> {
             let now = clock.now_ms();
             let mut last = inner.state.meta.last_id;
             let mut ids = Vec::with_capacity(batch.len());
-            let mut records = Vec::with_capacity(batch.len());
+            let mut records = Encoder::default();
             for (i, fields) in batch.into_iter().enumerate() {
                 let next = next_id(last, if i == 0 { id } else { AddId::Auto }, now)?;
-                records.push(
-                    Record {
-                        id: next,
-                        timestamp_ms: now,
-                        fields,
-                        headers: Vec::new(),
-                    }
-                    .encode(),
-                );
+                records.push(&Record {
+                    id: next,
+                    timestamp_ms: now,
+                    fields,
+                    headers: Vec::new(),
+                });
                 ids.push(next);
                 last = next;
             }
-            let offsets = self.entries.append_nowait(&records)?;
+            let offsets = self.entries.append_nowait(&records.records())?;
             note(&ids);
             inner.state.meta.last_id = last;
             (ids, offsets.end)

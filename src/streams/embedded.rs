@@ -1,6 +1,5 @@
 //! The embedded engine: many named streams over logs this process owns.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -8,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 

@@ -54,6 +54,12 @@ impl TaskId {
         self.0.as_bytes()
     }
 
+    /// Its text form (as `Display` writes it) in `buffer`, without
+    /// allocating.
+    pub(crate) fn encode(self, buffer: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &[u8] {
+        self.0.hyphenated().encode_lower(buffer).as_bytes()
+    }
+
     fn from_slice(bytes: &[u8]) -> Option<Self> {
         Uuid::from_slice(bytes).ok().map(TaskId)
     }
