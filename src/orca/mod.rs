@@ -484,8 +484,8 @@ impl Orcastra {
     }
 
     /// Writes within the next batch of this process's writes.
-    pub(crate) async fn write(&self, write: Write) -> Result<(), StreamError> {
-        self.inner.writer.write(write).await
+    pub(crate) fn write(&self, write: Write) -> impl Future<Output = Result<(), StreamError>> {
+        self.inner.writer.write(write)
     }
 
     /// Queues a write for the next batch without waiting for it: later

@@ -58,11 +58,14 @@ impl Writer {
     }
 
     /// Writes `write` durably (as the backend's fsync policy defines it),
-    /// within the next batch.
-    pub(crate) async fn write(&self, write: Write) -> Result<(), StreamError> {
+    /// within the next batch. It is sent at once, so the future holds only the reply's receiver (workers
+    /// spawn one per task: its size is allocated and copied for each).
+    pub(crate) fn write(&self, write: Write) -> impl Future<Output = Result<(), StreamError>> {
         let done = self.send(write);
-        let gone = || StreamError::Reply("ERR the task backend is closed".into());
-        done.await.map_err(|_| gone())?
+        async move {
+            let gone = || StreamError::Reply("ERR the task backend is closed".into());
+            done.await.map_err(|_| gone())?
+        }
     }
 
     /// Queues `write` for the next batch; the receiver gets its outcome.

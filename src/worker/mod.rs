@@ -703,15 +703,16 @@ impl Shared {
         let (progress, mut reports) = watch::channel(None);
         let context =
             TaskContext::reporting(envelope.id, envelope.attempt, cancel.clone(), progress);
-        let run = run(task.run(&envelope.args, context), timeout, &release);
-        tokio::pin!(run);
+        // Boxed, like the rarer awaits below: the future spawned for each
+        // task is allocated and moved per task, so it is kept small.
+        let mut run = Box::pin(run(task.run(&envelope.args, context), timeout, &release));
         let outcome = loop {
             tokio::select! {
                 outcome = &mut run => break outcome,
                 Ok(()) = reports.changed() => {
                     let mut report = running.clone();
                     report.progress = reports.borrow_and_update().clone();
-                    self.record(report).await;
+                    Box::pin(self.record(report)).await;
                 }
             }
         };
@@ -740,8 +741,12 @@ impl Shared {
                     next.attempt += 1;
                     let now = self.orcastra.inner().clock.now_ms();
                     next.not_before_ms = timekeeper::due_after(now, delay);
-                    if let Err(error) =
-                        timekeeper::add_to_schedule(&self.orcastra, &next, &mut write).await
+                    if let Err(error) = Box::pin(timekeeper::add_to_schedule(
+                        &self.orcastra,
+                        &next,
+                        &mut write,
+                    ))
+                    .await
                     {
                         tracing::warn!(worker = %self.name, task = %envelope.id, %error, "cannot schedule a retry; the task stays pending");
                         return;
@@ -763,14 +768,14 @@ impl Shared {
 
     /// Moves a task that can never run to the dead letters, records it dead
     /// and acknowledges it.
-    async fn dead_letter(
-        &self,
-        (queue, stream): (&str, &str),
+    fn dead_letter<'a>(
+        &'a self,
+        (queue, stream): (&str, &'a str),
         id: StreamId,
         mut fields: Fields,
         envelope: Option<&Envelope>,
         reason: String,
-    ) {
+    ) -> impl Future<Output = ()> + 'a {
         tracing::warn!(worker = %self.name, %stream, %id, %reason, "task moved to the dead letters");
         fields.push((Bytes::from_static(b"reason"), Bytes::from(reason.clone())));
         let mut write = Write::default();
@@ -787,16 +792,25 @@ impl Shared {
             dead.error = Some(reason);
             write.states.push(dead);
         }
-        self.finish(stream, id, write).await;
+        self.finish(stream, id, write)
     }
 
     /// Writes how a task ended and acknowledges its entry, in one write
     /// (the acknowledgement last): if the backend fails, the task stays
-    /// pending and is delivered again.
-    async fn finish(&self, stream: &str, id: StreamId, mut write: Write) {
+    /// pending and is delivered again. The write is sent at once: the
+    /// future, kept in every task's spawned future, is small.
+    fn finish<'a>(
+        &'a self,
+        stream: &'a str,
+        id: StreamId,
+        mut write: Write,
+    ) -> impl Future<Output = ()> + 'a {
         write.acks.push((stream.to_string(), WORKERS, id));
-        if let Err(error) = self.orcastra.write(write).await {
-            tracing::warn!(worker = %self.name, %stream, %id, %error, "cannot finish a task; it stays pending");
+        let written = self.orcastra.write(write);
+        async move {
+            if let Err(error) = written.await {
+                tracing::warn!(worker = %self.name, %stream, %id, %error, "cannot finish a task; it stays pending");
+            }
         }
     }
 
