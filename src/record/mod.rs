@@ -206,6 +206,15 @@ impl Record {
     }
 }
 
+/// The words that the names and values of `pairs` take in a record, with
+/// their pointers.
+fn words(pairs: &[(Bytes, Bytes)]) -> usize {
+    pairs
+        .iter()
+        .map(|(n, v)| 2 + n.len().div_ceil(8) + v.len().div_ceil(8))
+        .sum()
+}
+
 /// Encodes records one after another into one buffer, building each in a
 /// scratch segment it reuses: a batch of records costs two allocations, not
 /// two per record.
@@ -220,14 +229,21 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
+    /// An encoder with room for a record of each of `fields` (no headers).
+    pub(crate) fn for_fields<'a>(
+        fields: impl ExactSizeIterator<Item = &'a Vec<(Bytes, Bytes)>>,
+    ) -> Self {
+        let records = fields.len();
+        let words: usize = fields.map(|fields| 8 + words(fields)).sum();
+        Encoder {
+            scratch: Vec::new(),
+            bytes: Vec::with_capacity(8 * (records + words)),
+            ends: Vec::with_capacity(records),
+        }
+    }
+
     /// Encodes `record` after the others.
     pub(crate) fn push(&mut self, record: &Record) {
-        let words = |pairs: &[(Bytes, Bytes)]| {
-            pairs
-                .iter()
-                .map(|(n, v)| 2 + n.len().div_ceil(8) + v.len().div_ceil(8))
-                .sum::<usize>()
-        };
         let words = 8 + words(&record.fields) + words(&record.headers);
         if self.scratch.len() < words {
             self.scratch = capnp::Word::allocate_zeroed_vec(words);

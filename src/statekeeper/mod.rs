@@ -159,17 +159,22 @@ impl RunState {
     pub(crate) fn fields(&self) -> Fields {
         let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
         let attempt = self.attempt.to_string();
-        let mut texts: Vec<(&'static str, &[u8])> = vec![
+        let optional = [("worker", &self.worker), ("error", &self.error)];
+        let texts = [
             ("id", self.id.encode(&mut id)),
             ("name", self.name.as_bytes()),
             ("queue", self.queue.as_bytes()),
             ("state", self.state.name().as_bytes()),
             ("attempt", attempt.as_bytes()),
-        ];
-        texts.extend(self.worker.as_ref().map(|w| ("worker", w.as_bytes())));
-        texts.extend(self.error.as_ref().map(|e| ("error", e.as_bytes())));
-        let mut values = BytesMut::with_capacity(texts.iter().map(|(_, t)| t.len()).sum());
-        for (_, text) in &texts {
+        ]
+        .into_iter()
+        .chain(
+            optional
+                .into_iter()
+                .filter_map(|(name, text)| Some((name, text.as_ref()?.as_bytes()))),
+        );
+        let mut values = BytesMut::with_capacity(texts.clone().map(|(_, t)| t.len()).sum());
+        for (_, text) in texts.clone() {
             values.extend_from_slice(text);
         }
         let mut values = values.freeze();

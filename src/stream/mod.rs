@@ -313,7 +313,7 @@ impl<L: Log> Stream<L> {
             let now = clock.now_ms();
             let mut last = inner.state.meta.last_id;
             let mut ids = Vec::with_capacity(batch.len());
-            let mut records = Encoder::default();
+            let mut records = Encoder::for_fields(batch.iter());
             for (i, fields) in batch.into_iter().enumerate() {
                 let next = next_id(last, if i == 0 { id } else { AddId::Auto }, now)?;
                 records.push(&Record {
