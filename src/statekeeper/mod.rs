@@ -4,6 +4,7 @@
 //! shares the backend sees every task's state.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -221,7 +222,9 @@ impl RunState {
 /// [`catch_up`](Self::catch_up).
 pub(crate) struct StateKeeper {
     states: Mutex<HashMap<TaskId, RunState>>,
-    changed: Notify,
+    /// The tasks someone awaits the end of, each with what wakes its
+    /// waiters: a state wakes only those who wait for its task.
+    awaited: Mutex<HashMap<TaskId, Arc<Notify>>>,
     /// Notified when a task is cancelled, for the workers running it.
     cancelled: Notify,
     /// Every state taken in, for subscribers.
@@ -248,7 +251,7 @@ impl Default for StateKeeper {
     fn default() -> Self {
         StateKeeper {
             states: Mutex::default(),
-            changed: Notify::new(),
+            awaited: Mutex::default(),
             cancelled: Notify::new(),
             events: broadcast::channel(EVENTS_BEHIND).0,
             forgotten_before: AtomicU64::new(0),
@@ -279,7 +282,9 @@ impl StateKeeper {
             .lock()
             .retain(|_, state| !state.state.is_final() || state.updated_ms >= ms);
         self.forgotten_before.fetch_max(ms, Ordering::Relaxed);
-        self.changed.notify_waiters();
+        for waiters in self.awaited.lock().values() {
+            waiters.notify_waiters();
+        }
     }
 
     /// Where task `id` stands and in which attempt, without copying the
@@ -297,11 +302,11 @@ impl StateKeeper {
     /// known and was submitted before the finished tasks last forgotten, so
     /// its end went with them.
     pub(crate) async fn finished(&self, id: TaskId) -> Option<RunState> {
+        let awaiting = Awaiting::new(self, id);
         loop {
-            let notified = self.changed.notified();
+            let notified = awaiting.waiters.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            // Copied only once it is over: waiters wake at every change.
             let known = self.states.lock().get(&id).map(|state| {
                 let over = state.state.is_final();
                 over.then(|| state.clone())
@@ -325,7 +330,7 @@ impl StateKeeper {
     /// second time changes nothing and is not an event).
     pub(crate) fn apply(&self, recorded: impl IntoIterator<Item = RunState>) {
         let mut states = self.states.lock();
-        let mut cancellation = false;
+        let (mut cancellation, mut ended) = (false, Vec::new());
         for state in recorded {
             // A final state stays, except a dead task requeued for a new
             // attempt (`Orcastra::requeue_dead`).
@@ -337,6 +342,9 @@ impl StateKeeper {
             });
             if replaces {
                 cancellation |= state.state == State::Cancelled;
+                if state.state.is_final() {
+                    ended.push(state.id);
+                }
                 if self.events.receiver_count() > 0 {
                     let _ = self.events.send(state.clone());
                 }
@@ -344,7 +352,14 @@ impl StateKeeper {
             }
         }
         drop(states);
-        self.changed.notify_waiters();
+        if !ended.is_empty() {
+            let awaited = self.awaited.lock();
+            for id in ended {
+                if let Some(waiters) = awaited.get(&id) {
+                    waiters.notify_waiters();
+                }
+            }
+        }
         if cancellation {
             self.cancelled.notify_waiters();
         }
@@ -434,8 +449,39 @@ impl StateKeeper {
     }
 }
 
+/// A wait for the end of a task, registered while it lasts.
+struct Awaiting<'a> {
+    keeper: &'a StateKeeper,
+    id: TaskId,
+    waiters: Arc<Notify>,
+}
+
+impl<'a> Awaiting<'a> {
+    fn new(keeper: &'a StateKeeper, id: TaskId) -> Self {
+        let waiters = Arc::clone(keeper.awaited.lock().entry(id).or_default());
+        Awaiting {
+            keeper,
+            id,
+            waiters,
+        }
+    }
+}
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        let mut awaited = self.keeper.awaited.lock();
+        // The map's and this one: no one else waits for the task.
+        if Arc::strong_count(&self.waiters) == 2 {
+            awaited.remove(&self.id);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::task::Poll;
+
     use super::*;
 
     fn recorded(id: TaskId, state: State, event: u64) -> RunState {
@@ -498,6 +544,45 @@ mod tests {
         assert_eq!(
             keeper.get(cancelled).map(|s| s.state),
             Some(State::Cancelled)
+        );
+    }
+
+    /// Wakes counted.
+    struct Counter(AtomicU64);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_final_state_wakes_only_those_who_await_its_task() {
+        let keeper = StateKeeper::default();
+        let (a, b) = (TaskId::new(), TaskId::new());
+        keeper.apply([recorded(a, State::Queued, 1), recorded(b, State::Queued, 2)]);
+        let counters = [(); 2].map(|()| Arc::new(Counter(AtomicU64::new(0))));
+        let wakers = counters.clone().map(std::task::Waker::from);
+        let mut waits = [Box::pin(keeper.finished(a)), Box::pin(keeper.finished(b))];
+        let mut poll = |i: usize| {
+            let mut context = std::task::Context::from_waker(&wakers[i]);
+            waits[i].as_mut().poll(&mut context)
+        };
+        assert!(poll(0).is_pending() && poll(1).is_pending());
+        let woken = || counters.each_ref().map(|c| c.0.load(Ordering::SeqCst));
+
+        keeper.apply([recorded(b, State::Running, 3)]);
+        assert_eq!(woken(), [0, 0], "not a final state");
+        keeper.apply([recorded(a, State::Succeeded, 4)]);
+        assert_eq!(woken(), [1, 0]);
+        assert!(matches!(poll(0), Poll::Ready(Some(end)) if end.state == State::Succeeded));
+        assert!(poll(1).is_pending());
+        keeper.apply([recorded(b, State::Failed, 5)]);
+        assert_eq!(woken(), [1, 1]);
+        assert!(poll(1).is_ready());
+        assert!(
+            keeper.awaited.lock().is_empty(),
+            "ended waits leave nothing"
         );
     }
 
