@@ -216,8 +216,8 @@ fn words(pairs: &[(Bytes, Bytes)]) -> usize {
 }
 
 /// Encodes records one after another into one buffer, building each in a
-/// scratch segment it reuses: a batch of records costs two allocations, not
-/// two per record.
+/// scratch segment it reuses: a batch of records costs a few allocations,
+/// not two per record.
 #[derive(Default)]
 pub(crate) struct Encoder {
     /// Zeroed, and the first segment of each message (Cap'n Proto spills
