@@ -58,8 +58,9 @@ impl Writer {
     }
 
     /// Writes `write` durably (as the backend's fsync policy defines it),
-    /// within the next batch. It is sent at once, so the future holds only the reply's receiver (workers
-    /// spawn one per task: its size is allocated and copied for each).
+    /// within the next batch. It is sent at once, so the future holds only
+    /// the reply's receiver (a worker keeps one in each task's future, which
+    /// is allocated and moved per task).
     pub(crate) fn write(&self, write: Write) -> impl Future<Output = Result<(), StreamError>> {
         let done = self.send(write);
         async move {

@@ -82,9 +82,7 @@ impl Backend {
         let store = FileStore::<SegmentLog>::new(directory(dir)?, options);
         Ok(Backend::Segment(Arc::new(Embedded::open(store))))
     }
-}
 
-impl Backend {
     /// [`Embedded::read_skipping`] on the embedded backends, where one
     /// append's entries are consecutive; `None` on Redis.
     pub(crate) async fn read_skipping(
