@@ -151,7 +151,7 @@ impl Orcastra {
                 DeadLetter {
                     entry: entry.id.to_string(),
                     id: envelope.as_ref().map(|e| e.id.to_string()),
-                    name: envelope.as_ref().map(|e| e.name.clone()),
+                    name: envelope.as_ref().map(|e| e.name.to_string()),
                     attempt: envelope.as_ref().map(|e| e.attempt),
                     reason,
                 }

@@ -397,11 +397,13 @@ impl Orcastra {
         }
         let mut write = Write::default();
         let mut ids = Vec::with_capacity(args.len());
+        // Shared by every envelope and state of the batch.
+        let (name, queue): (Arc<str>, Arc<str>) = (name.into(), queue.into());
         for args in args {
-            let mut envelope = Envelope::new(name, queue, args, now);
+            let mut envelope = Envelope::new(Arc::clone(&name), Arc::clone(&queue), args, now);
             if let Some(key) = &options.unique_key {
                 let window = options.unique_for.unwrap_or_default();
-                match self.claim(name, key, window).await? {
+                match self.claim(&name, key, window).await? {
                     unique::Claim::Held(id) => {
                         ids.push(id);
                         continue;
@@ -420,8 +422,13 @@ impl Orcastra {
             } else {
                 envelope.not_before_ms = not_before;
                 timekeeper::add_to_schedule(self, &envelope, &mut write).await?;
-                let scheduled =
-                    RunState::new(envelope.id, name, &envelope.queue, State::Scheduled, 0);
+                let scheduled = RunState::new(
+                    envelope.id,
+                    Arc::clone(&envelope.name),
+                    Arc::clone(&envelope.queue),
+                    State::Scheduled,
+                    0,
+                );
                 write.states.push(scheduled);
             }
             ids.push(envelope.id);
@@ -474,8 +481,8 @@ impl Orcastra {
         write.adds.push((stream, fields));
         let queued = RunState::new(
             envelope.id,
-            &envelope.name,
-            &envelope.queue,
+            Arc::clone(&envelope.name),
+            Arc::clone(&envelope.queue),
             State::Queued,
             envelope.attempt,
         );
@@ -550,8 +557,8 @@ impl Orcastra {
         }
         let mut cancelled = RunState::new(
             id,
-            &current.name,
-            &current.queue,
+            current.name,
+            current.queue,
             State::Cancelled,
             current.attempt,
         );

@@ -29,7 +29,7 @@ pub(crate) struct Write {
     /// States to record, after the adds.
     pub(crate) states: Vec<RunState>,
     /// Entries to acknowledge (stream, group, id), after the states.
-    pub(crate) acks: Vec<(String, &'static str, StreamId)>,
+    pub(crate) acks: Vec<(Arc<str>, &'static str, StreamId)>,
 }
 
 impl Write {
@@ -107,7 +107,7 @@ async fn write_batch<'a>(
 ) -> Result<(), Arc<StreamError>> {
     let mut adds: HashMap<String, Vec<Fields>> = HashMap::new();
     let mut states = Vec::new();
-    let mut acks: HashMap<(String, &'static str), Vec<StreamId>> = HashMap::new();
+    let mut acks: HashMap<(Arc<str>, &'static str), Vec<StreamId>> = HashMap::new();
     for write in writes {
         for (stream, fields) in write.adds.drain(..) {
             adds.entry(stream).or_default().push(fields);

@@ -186,11 +186,11 @@ fn state_json(state: &RunState) -> Value {
     };
     json!({
         "id": state.id.to_string(),
-        "name": state.name,
-        "queue": state.queue,
+        "name": &*state.name,
+        "queue": &*state.queue,
         "state": state.state.name(),
         "attempt": state.attempt,
-        "worker": state.worker,
+        "worker": state.worker.as_deref(),
         "result": raw(&state.result),
         "error": state.error,
         "progress": raw(&state.progress),
@@ -310,7 +310,7 @@ async fn send_events(
         let message = tokio::select! {
             state = states.recv() => match state {
                 Ok(state) => {
-                    let wanted = queue.as_ref().is_none_or(|q| *q == state.queue)
+                    let wanted = queue.as_ref().is_none_or(|q| **q == *state.queue)
                         && task.is_none_or(|id| id == state.id);
                     if !wanted {
                         continue;

@@ -108,16 +108,16 @@ pub struct RunState {
     /// The task.
     pub id: TaskId,
     /// Its registered name.
-    pub name: String,
+    pub name: Arc<str>,
     /// The queue it was submitted to (empty in events written before
     /// states named their queue).
-    pub queue: String,
+    pub queue: Arc<str>,
     /// Where it stands.
     pub state: State,
     /// How many runs came before the current one.
     pub attempt: u32,
     /// The worker that runs or ran it.
-    pub worker: Option<String>,
+    pub worker: Option<Arc<str>>,
     /// The JSON of its result, once it succeeded.
     pub result: Option<Bytes>,
     /// Why it failed or is dead.
@@ -132,12 +132,19 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// A state of task `id`, about to be recorded.
-    pub(crate) fn new(id: TaskId, name: &str, queue: &str, state: State, attempt: u32) -> Self {
+    /// A state of task `id`, about to be recorded. Names are shared: a
+    /// task's states are made, cloned and kept many times over its life.
+    pub(crate) fn new(
+        id: TaskId,
+        name: Arc<str>,
+        queue: Arc<str>,
+        state: State,
+        attempt: u32,
+    ) -> Self {
         RunState {
             id,
-            name: name.to_string(),
-            queue: queue.to_string(),
+            name,
+            queue,
             state,
             attempt,
             worker: None,
@@ -159,20 +166,23 @@ impl RunState {
     /// one buffer: a state is written for every step of every task.
     pub(crate) fn fields(&self) -> Fields {
         let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
-        let attempt = self.attempt.to_string();
-        let optional = [("worker", &self.worker), ("error", &self.error)];
+        let mut attempt = itoa::Buffer::new();
+        let optional = [
+            ("worker", self.worker.as_deref()),
+            ("error", self.error.as_deref()),
+        ];
         let texts = [
             ("id", self.id.encode(&mut id)),
             ("name", self.name.as_bytes()),
             ("queue", self.queue.as_bytes()),
             ("state", self.state.name().as_bytes()),
-            ("attempt", attempt.as_bytes()),
+            ("attempt", attempt.format(self.attempt).as_bytes()),
         ]
         .into_iter()
         .chain(
             optional
                 .into_iter()
-                .filter_map(|(name, text)| Some((name, text.as_ref()?.as_bytes()))),
+                .filter_map(|(name, text)| Some((name, text?.as_bytes()))),
         );
         let mut values = BytesMut::with_capacity(texts.clone().map(|(_, t)| t.len()).sum());
         for (_, text) in texts.clone() {
@@ -204,11 +214,11 @@ impl RunState {
         let text = |name: &str| field(name).and_then(|v| std::str::from_utf8(v).ok());
         Some(RunState {
             id: text("id")?.parse().ok()?,
-            name: text("name")?.to_string(),
-            queue: text("queue").unwrap_or_default().to_string(),
+            name: text("name")?.into(),
+            queue: text("queue").unwrap_or_default().into(),
             state: State::parse(field("state")?)?,
             attempt: text("attempt")?.parse().ok()?,
-            worker: text("worker").map(str::to_string),
+            worker: text("worker").map(Arc::from),
             result: field("result").cloned(),
             error: text("error").map(str::to_string),
             progress: field("progress").cloned(),
@@ -485,7 +495,7 @@ mod tests {
     use super::*;
 
     fn recorded(id: TaskId, state: State, event: u64) -> RunState {
-        let mut recorded = RunState::new(id, "t", "q", state, 0);
+        let mut recorded = RunState::new(id, "t".into(), "q".into(), state, 0);
         recorded.recorded_by(StreamId::new(event, 0));
         recorded
     }

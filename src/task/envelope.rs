@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -87,9 +88,9 @@ pub struct Envelope {
     /// The task's id.
     pub id: TaskId,
     /// The registered name of the task.
-    pub name: String,
+    pub name: Arc<str>,
     /// The queue it was submitted to.
-    pub queue: String,
+    pub queue: Arc<str>,
     /// Its arguments: a JSON array (see [`encode_args`](super::encode_args)).
     pub args: Bytes,
     /// How many runs came before this one.
@@ -121,11 +122,16 @@ pub struct EnvelopeError(String);
 
 impl Envelope {
     /// A first run of task `name` with JSON `args`, submitted now.
-    pub fn new(name: &str, queue: &str, args: impl Into<Bytes>, now_ms: u64) -> Self {
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        queue: impl Into<Arc<str>>,
+        args: impl Into<Bytes>,
+        now_ms: u64,
+    ) -> Self {
         Envelope {
             id: TaskId::new(),
-            name: name.to_string(),
-            queue: queue.to_string(),
+            name: name.into(),
+            queue: queue.into(),
             args: args.into(),
             attempt: 0,
             submitted_ms: now_ms,
@@ -150,10 +156,14 @@ impl Envelope {
     /// # Ok::<(), orcastra::task::EnvelopeError>(())
     /// ```
     pub fn encode(&self) -> Vec<u8> {
-        let text: usize = [&self.name, &self.queue]
+        let text: usize = [&*self.name, &*self.queue]
             .into_iter()
-            .chain(&self.idempotency_key)
-            .chain(self.trace.iter().flat_map(|(name, value)| [name, value]))
+            .chain(self.idempotency_key.as_deref())
+            .chain(
+                self.trace
+                    .iter()
+                    .flat_map(|(name, value)| [name.as_str(), value.as_str()]),
+            )
             .map(|text| text.len() + 1)
             .sum();
         // The struct and its pointers, the ids, and the variable parts.
@@ -161,8 +171,8 @@ impl Envelope {
         let mut message = builder(words);
         let mut root = message.init_root::<envelope::Builder<'_>>();
         root.set_id(self.id.as_bytes());
-        root.set_name(self.name.as_str());
-        root.set_queue(self.queue.as_str());
+        root.set_name(&*self.name);
+        root.set_queue(&*self.queue);
         root.set_args(&self.args);
         root.set_attempt(self.attempt);
         root.set_submitted_ms(self.submitted_ms);
@@ -207,8 +217,8 @@ impl Envelope {
             Ok(Envelope {
                 id: TaskId::from_slice(root.get_id()?)
                     .ok_or_else(|| capnp::Error::failed("a task id is not 16 bytes".into()))?,
-                name: text(root.get_name()?)?,
-                queue: text(root.get_queue()?)?,
+                name: root.get_name()?.to_str()?.into(),
+                queue: root.get_queue()?.to_str()?.into(),
                 args: Bytes::copy_from_slice(root.get_args()?),
                 attempt: root.get_attempt(),
                 submitted_ms: root.get_submitted_ms(),

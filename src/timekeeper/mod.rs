@@ -171,7 +171,7 @@ impl Timekeeper {
                 self.orcastra
                     .write(Write {
                         adds: vec![(DEAD_SCHEDULED.to_string(), fields)],
-                        acks: vec![(SCHEDULED.to_string(), TIMEKEEPERS, id)],
+                        acks: vec![(SCHEDULED.into(), TIMEKEEPERS, id)],
                         ..Write::default()
                     })
                     .await
@@ -189,7 +189,7 @@ impl Timekeeper {
                 break;
             }
             self.orcastra.add_to_queue(envelope, &mut write).await?;
-            write.acks.push((SCHEDULED.to_string(), TIMEKEEPERS, id));
+            write.acks.push((SCHEDULED.into(), TIMEKEEPERS, id));
         }
         if write.acks.is_empty() {
             return Ok(());

@@ -203,7 +203,7 @@ impl WorkerBuilder {
         let renewing = CancellationToken::new();
         let shared = Arc::new(Shared {
             orcastra: self.orcastra,
-            name: self.name,
+            name: self.name.into(),
             tasks: self.tasks,
             slots: Arc::new(Semaphore::new(self.concurrency)),
             concurrency: self.concurrency,
@@ -213,8 +213,11 @@ impl WorkerBuilder {
         let fetch = tokio::spawn(Arc::clone(&shared).fetch_loop(schedule, stop.clone()));
         tokio::spawn(Arc::clone(&shared).renew_loop(renewing.clone()));
         tokio::spawn(Arc::clone(&shared).cancel_loop(renewing.clone()));
-        let timekeeper =
-            Timekeeper::new(shared.orcastra.clone(), shared.name.clone(), shared.lease);
+        let timekeeper = Timekeeper::new(
+            shared.orcastra.clone(),
+            shared.name.to_string(),
+            shared.lease,
+        );
         tokio::spawn(timekeeper.run(stop.clone()));
         Ok(Worker {
             shared,
@@ -305,7 +308,7 @@ struct InFlight {
 
 struct Shared {
     orcastra: Orcastra,
-    name: String,
+    name: Arc<str>,
     tasks: HashMap<&'static str, Arc<dyn Runnable>>,
     /// One permit per free slot.
     slots: Arc<Semaphore>,
@@ -645,7 +648,7 @@ impl Shared {
                 return;
             }
         };
-        let Some(task) = self.tasks.get(envelope.name.as_str()) else {
+        let Some(task) = self.tasks.get(&*envelope.name) else {
             let reason = format!(
                 "no task named {:?} is registered with worker {}",
                 envelope.name, self.name
@@ -678,12 +681,12 @@ impl Shared {
         }
         let mut running = RunState::new(
             envelope.id,
-            &envelope.name,
-            &envelope.queue,
+            Arc::clone(&envelope.name),
+            Arc::clone(&envelope.queue),
             State::Running,
             envelope.attempt,
         );
-        running.worker = Some(self.name.clone());
+        running.worker = Some(Arc::clone(&self.name));
         // Not waited for: the end of the run is written after it, and if
         // this write fails, so does that one, leaving the task pending.
         self.orcastra.write_later(Write::state(running.clone()));
@@ -770,7 +773,7 @@ impl Shared {
     /// and acknowledges it.
     fn dead_letter<'a>(
         &'a self,
-        (queue, stream): (&str, &'a str),
+        (queue, stream): (&str, &'a Arc<str>),
         id: StreamId,
         mut fields: Fields,
         envelope: Option<&Envelope>,
@@ -783,12 +786,12 @@ impl Shared {
         if let Some(envelope) = envelope {
             let mut dead = RunState::new(
                 envelope.id,
-                &envelope.name,
-                &envelope.queue,
+                Arc::clone(&envelope.name),
+                Arc::clone(&envelope.queue),
                 State::Dead,
                 envelope.attempt,
             );
-            dead.worker = Some(self.name.clone());
+            dead.worker = Some(Arc::clone(&self.name));
             dead.error = Some(reason);
             write.states.push(dead);
         }
@@ -801,11 +804,11 @@ impl Shared {
     /// future, kept in every task's spawned future, is small.
     fn finish<'a>(
         &'a self,
-        stream: &'a str,
+        stream: &'a Arc<str>,
         id: StreamId,
         mut write: Write,
     ) -> impl Future<Output = ()> + 'a {
-        write.acks.push((stream.to_string(), WORKERS, id));
+        write.acks.push((Arc::clone(stream), WORKERS, id));
         let written = self.orcastra.write(write);
         async move {
             if let Err(error) = written.await {
