@@ -47,7 +47,6 @@ pub(crate) mod task_capnp;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -242,7 +241,7 @@ pub struct TaskContext {
     id: TaskId,
     attempt: u32,
     cancel: CancellationToken,
-    progress: Option<Arc<watch::Sender<Option<Bytes>>>>,
+    progress: Option<watch::Sender<Option<Bytes>>>,
 }
 
 impl TaskContext {
@@ -265,7 +264,7 @@ impl TaskContext {
         progress: watch::Sender<Option<Bytes>>,
     ) -> Self {
         TaskContext {
-            progress: Some(Arc::new(progress)),
+            progress: Some(progress),
             ..TaskContext::new(id, attempt, cancel)
         }
     }

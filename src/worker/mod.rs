@@ -209,6 +209,7 @@ impl WorkerBuilder {
             concurrency: self.concurrency,
             lease: self.lease,
             in_flight: Mutex::new(HashMap::new()),
+            release: CancellationToken::new(),
         });
         let fetch = tokio::spawn(Arc::clone(&shared).fetch_loop(schedule, stop.clone()));
         tokio::spawn(Arc::clone(&shared).renew_loop(renewing.clone()));
@@ -301,9 +302,6 @@ struct InFlight {
     task: TaskId,
     /// The token the task sees: cancelled when someone cancels the task.
     cancel: CancellationToken,
-    /// Cancelled to abandon the run without recording an end: the task
-    /// is released to other workers.
-    release: CancellationToken,
 }
 
 struct Shared {
@@ -315,6 +313,9 @@ struct Shared {
     concurrency: usize,
     lease: Duration,
     in_flight: Mutex<HashMap<(Arc<str>, StreamId), InFlight>>,
+    /// Cancelled to abandon every run in flight without recording its end:
+    /// their tasks are released to other workers.
+    release: CancellationToken,
 }
 
 /// A task fetched for running: its queue and stream, its entry, and how
@@ -582,10 +583,9 @@ impl Shared {
     /// other workers at once.
     async fn release_in_flight(&self) {
         let released: Vec<(Arc<str>, StreamId)> = {
+            // Under the lock: every run that sees it is still listed.
             let in_flight = self.in_flight.lock();
-            for run in in_flight.values() {
-                run.release.cancel();
-            }
+            self.release.cancel();
             in_flight.keys().cloned().collect()
         };
         self.release(released).await;
@@ -692,12 +692,10 @@ impl Shared {
         self.orcastra.write_later(Write::state(running.clone()));
         let timeout = envelope.timeout.or(options.timeout);
         let cancel = CancellationToken::new();
-        let release = CancellationToken::new();
         let key = (Arc::clone(&stream), id);
         let in_flight = InFlight {
             task: envelope.id,
             cancel: cancel.clone(),
-            release: release.clone(),
         };
         self.in_flight.lock().insert(key.clone(), in_flight);
         // A cancellation between the check above and now found it not in
@@ -708,7 +706,11 @@ impl Shared {
             TaskContext::reporting(envelope.id, envelope.attempt, cancel.clone(), progress);
         // Boxed, like the rarer awaits below: the future spawned for each
         // task is allocated and moved per task, so it is kept small.
-        let mut run = Box::pin(run(task.run(&envelope.args, context), timeout, &release));
+        let mut run = Box::pin(run(
+            task.run(&envelope.args, context),
+            timeout,
+            &self.release,
+        ));
         let outcome = loop {
             tokio::select! {
                 outcome = &mut run => break outcome,
