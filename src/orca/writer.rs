@@ -82,16 +82,6 @@ impl Writer {
 async fn combine(inner: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<(Write, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // Let the tasks that are about to write (those the last batch's
-        // replies woke, say) join this batch: a write costs less in a
-        // bigger one.
-        tokio::task::yield_now().await;
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(write) => batch.push(write),
-                Err(_) => break,
-            }
-        }
         let Some(inner) = inner.upgrade() else {
             return;
         };
