@@ -498,7 +498,7 @@ impl Orcastra {
     /// Queues a write for the next batch without waiting for it: later
     /// writes of this process are done after it.
     pub(crate) fn write_later(&self, write: Write) {
-        drop(self.inner.writer.send(write));
+        self.inner.writer.send(write);
     }
 
     /// Creates `stream` and its `group` if this process has not seen them

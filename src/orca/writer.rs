@@ -42,7 +42,8 @@ impl Write {
     }
 }
 
-type Reply = oneshot::Sender<Result<(), StreamError>>;
+/// Where a write's outcome goes, if anyone waits for it.
+type Reply = Option<oneshot::Sender<Result<(), StreamError>>>;
 
 /// The sending side; the combining task ends when it is dropped.
 pub(crate) struct Writer {
@@ -62,20 +63,19 @@ impl Writer {
     /// the reply's receiver (a worker keeps one in each task's future, which
     /// is allocated and moved per task).
     pub(crate) fn write(&self, write: Write) -> impl Future<Output = Result<(), StreamError>> {
-        let done = self.send(write);
+        let (reply, done) = oneshot::channel();
+        // If the combining task is gone, so is `reply`: `done` reports it.
+        let _ = self.writes.send((write, Some(reply)));
         async move {
             let gone = || StreamError::Reply("ERR the task backend is closed".into());
             done.await.map_err(|_| gone())?
         }
     }
 
-    /// Queues `write` for the next batch; the receiver gets its outcome.
-    /// Writes are done in the order they were sent.
-    pub(crate) fn send(&self, write: Write) -> oneshot::Receiver<Result<(), StreamError>> {
-        let (reply, done) = oneshot::channel();
-        // If the combining task is gone, so is `reply`: `done` reports it.
-        let _ = self.writes.send((write, reply));
-        done
+    /// Queues `write` for the next batch, not waiting for its outcome (a
+    /// failure is logged). Writes are done in the order they were sent.
+    pub(crate) fn send(&self, write: Write) {
+        let _ = self.writes.send((write, None));
     }
 }
 
@@ -89,7 +89,7 @@ async fn combine(inner: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<(Writ
         if let Err(error) = &written {
             tracing::warn!(%error, writes = batch.len(), "a batch of task writes failed");
         }
-        for (_, reply) in batch.drain(..) {
+        for reply in batch.drain(..).filter_map(|(_, reply)| reply) {
             let result = match &written {
                 Ok(()) => Ok(()),
                 Err(error) => Err(StreamError::Batch(Arc::clone(error))),

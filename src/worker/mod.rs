@@ -61,7 +61,14 @@ type Run = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 /// A registered task with its types erased: runs from JSON arguments.
 trait Runnable: Send + Sync {
     fn options(&self) -> TaskOptions;
-    fn run(&self, args: &[u8], context: TaskContext) -> Run;
+    /// The run, guarded as [`guarded`] says, in one allocation.
+    fn run(
+        &self,
+        args: &[u8],
+        context: TaskContext,
+        timeout: Option<Duration>,
+        release: CancellationToken,
+    ) -> Run;
 }
 
 struct Registered<T>(Arc<T>);
@@ -71,7 +78,13 @@ impl<T: Task> Runnable for Registered<T> {
         self.0.options()
     }
 
-    fn run(&self, args: &[u8], context: TaskContext) -> Run {
+    fn run(
+        &self,
+        args: &[u8],
+        context: TaskContext,
+        timeout: Option<Duration>,
+        release: CancellationToken,
+    ) -> Run {
         let args = match decode_args::<T>(args) {
             Ok(args) => args,
             Err(error) => {
@@ -80,7 +93,7 @@ impl<T: Task> Runnable for Registered<T> {
             }
         };
         let task = Arc::clone(&self.0);
-        Box::pin(async move {
+        let run = async move {
             match task.run(args, context).await {
                 Ok(output) => match serde_json::to_vec(&output) {
                     Ok(json) => Outcome::Succeeded(Bytes::from(json)),
@@ -91,7 +104,8 @@ impl<T: Task> Runnable for Registered<T> {
                 },
                 Err(error) => Outcome::Failed(error),
             }
-        })
+        };
+        Box::pin(guarded(run, timeout, release))
     }
 }
 
@@ -706,11 +720,7 @@ impl Shared {
             TaskContext::reporting(envelope.id, envelope.attempt, cancel.clone(), progress);
         // Boxed, like the rarer awaits below: the future spawned for each
         // task is allocated and moved per task, so it is kept small.
-        let mut run = Box::pin(run(
-            task.run(&envelope.args, context),
-            timeout,
-            &self.release,
-        ));
+        let mut run = task.run(&envelope.args, context, timeout, self.release.clone());
         let outcome = loop {
             tokio::select! {
                 outcome = &mut run => break outcome,
@@ -831,7 +841,11 @@ impl Shared {
 
 /// Runs a task, catching its panic as a failure; a timeout or a release
 /// drops it at its next await.
-async fn run(run: Run, timeout: Option<Duration>, release: &CancellationToken) -> Outcome {
+async fn guarded(
+    run: impl Future<Output = Outcome>,
+    timeout: Option<Duration>,
+    release: CancellationToken,
+) -> Outcome {
     let caught = AssertUnwindSafe(run).catch_unwind();
     let limited = async {
         match timeout {
