@@ -267,10 +267,13 @@ impl Encoder {
             root.reborrow().init_fields(list_len(&record.fields)),
             &record.fields,
         );
-        fill(
-            root.init_headers(list_len(&record.headers)),
-            &record.headers,
-        );
+        // No headers, no list: a null pointer reads as an empty one.
+        if !record.headers.is_empty() {
+            fill(
+                root.init_headers(list_len(&record.headers)),
+                &record.headers,
+            );
+        }
         self.bytes.reserve(8 + 8 * words);
         serialize::write_message(&mut self.bytes, &message).expect("a Vec takes any write");
         self.ends.push(self.bytes.len());
