@@ -122,19 +122,18 @@ async fn write_batch<'a>(
         streams.add_batch(&stream, entries).await?;
     }
     if !states.is_empty() {
-        let events = states.iter().map(RunState::fields).collect();
         // On the embedded backends the states go to the state keeper as
         // their events are written: it need not read them back.
-        let note = |ids: &[StreamId]| inner.states.wrote(&mut states, ids);
-        let ids = streams.add_batch_noting(STATES, events, note).await?;
-        // Empty if the state keeper took them; on Redis they are still here.
-        if states.is_empty() {
+        let note = |ids: &[StreamId], states| inner.states.wrote(states, ids);
+        let (ids, mut unnoted) = streams.add_batch_noting(STATES, states, note).await?;
+        // Empty if the state keeper took them; on Redis they are here.
+        if unnoted.is_empty() {
             inner.states.apply_written(&ids);
         } else {
-            for (state, id) in states.iter_mut().zip(ids) {
+            for (state, id) in unnoted.iter_mut().zip(ids) {
                 state.recorded_by(id);
             }
-            inner.states.apply(states);
+            inner.states.apply(unnoted);
         }
     }
     for ((stream, group), ids) in acks {

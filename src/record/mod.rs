@@ -167,7 +167,12 @@ impl Record {
     /// The record as a Cap'n Proto message (a multiple of 8 bytes).
     pub fn encode(&self) -> Vec<u8> {
         let mut encoder = Encoder::default();
-        encoder.push(self);
+        encoder.push(
+            self.id,
+            self.timestamp_ms,
+            borrowed(&self.fields),
+            borrowed(&self.headers),
+        );
         encoder.bytes
     }
 
@@ -208,11 +213,44 @@ impl Record {
 
 /// The words that the names and values of `pairs` take in a record, with
 /// their pointers.
-fn words(pairs: &[(Bytes, Bytes)]) -> usize {
+/// Name/value pairs as the encoder takes them.
+pub(crate) trait Pairs<'a>: Iterator<Item = (&'a [u8], &'a [u8])> + Clone {}
+
+impl<'a, T: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> Pairs<'a> for T {}
+
+/// Owned pairs lent to the encoder.
+fn borrowed(pairs: &[(Bytes, Bytes)]) -> impl Pairs<'_> {
+    pairs.iter().map(|(name, value)| (&name[..], &value[..]))
+}
+
+/// Words the pairs take in a message, besides their list's pointer.
+fn words<'a>(pairs: impl Pairs<'a>) -> usize {
     pairs
-        .iter()
         .map(|(n, v)| 2 + n.len().div_ceil(8) + v.len().div_ceil(8))
         .sum()
+}
+
+/// An entry about to be appended to a stream, encoded straight from what
+/// it is made of: a run state need not become name/value `Bytes` first.
+pub(crate) trait NewEntry {
+    /// Encodes this entry as the record of entry `id`, made at
+    /// `timestamp_ms`.
+    fn encode(&self, id: StreamId, timestamp_ms: u64, encoder: &mut Encoder);
+
+    /// Its fields as owned pairs, for backends that take them so (Redis).
+    #[cfg(feature = "redis")]
+    fn to_fields(&self) -> Vec<(Bytes, Bytes)>;
+}
+
+impl NewEntry for Vec<(Bytes, Bytes)> {
+    fn encode(&self, id: StreamId, timestamp_ms: u64, encoder: &mut Encoder) {
+        encoder.push(id, timestamp_ms, borrowed(self), std::iter::empty());
+    }
+
+    #[cfg(feature = "redis")]
+    fn to_fields(&self) -> Vec<(Bytes, Bytes)> {
+        self.clone()
+    }
 }
 
 /// Encodes records one after another into one buffer, building each in a
@@ -229,22 +267,16 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
-    /// An encoder with room for a record of each of `fields` (no headers).
-    pub(crate) fn for_fields<'a>(
-        fields: impl ExactSizeIterator<Item = &'a Vec<(Bytes, Bytes)>>,
-    ) -> Self {
-        let records = fields.len();
-        let words: usize = fields.map(|fields| 8 + words(fields)).sum();
-        Encoder {
-            scratch: Vec::new(),
-            bytes: Vec::with_capacity(8 * (records + words)),
-            ends: Vec::with_capacity(records),
-        }
-    }
-
-    /// Encodes `record` after the others.
-    pub(crate) fn push(&mut self, record: &Record) {
-        let words = 8 + words(&record.fields) + words(&record.headers);
+    /// Encodes a record after the others: that of entry `id`, made at
+    /// `timestamp_ms`, with these fields and headers.
+    pub(crate) fn push<'a, 'b>(
+        &mut self,
+        id: StreamId,
+        timestamp_ms: u64,
+        fields: impl Pairs<'a>,
+        headers: impl Pairs<'b>,
+    ) {
+        let words = 8 + words(fields.clone()) + words(headers.clone());
         if self.scratch.len() < words {
             self.scratch = capnp::Word::allocate_zeroed_vec(words);
         }
@@ -252,27 +284,16 @@ impl Encoder {
         let scratch = capnp::Word::words_to_bytes_mut(&mut self.scratch[..words]);
         let mut message = Builder::new(ScratchSpaceHeapAllocator::new(scratch));
         let mut root = message.init_root::<record_capnp::record::Builder<'_>>();
-        root.set_timestamp_ms(record.timestamp_ms);
-        root.set_id_ms(record.id.ms);
-        root.set_id_seq(record.id.seq);
-        let fill = |mut list: capnp::struct_list::Builder<'_, record_capnp::field::Owned>,
-                    pairs: &[(Bytes, Bytes)]| {
-            for (i, (name, value)) in pairs.iter().enumerate() {
-                let mut field = list.reborrow().get(i as u32);
-                field.set_name(name);
-                field.set_value(value);
-            }
-        };
+        root.set_timestamp_ms(timestamp_ms);
+        root.set_id_ms(id.ms);
+        root.set_id_seq(id.seq);
         fill(
-            root.reborrow().init_fields(list_len(&record.fields)),
-            &record.fields,
+            root.reborrow().init_fields(list_len(fields.clone())),
+            fields,
         );
         // No headers, no list: a null pointer reads as an empty one.
-        if !record.headers.is_empty() {
-            fill(
-                root.init_headers(list_len(&record.headers)),
-                &record.headers,
-            );
+        if headers.clone().next().is_some() {
+            fill(root.init_headers(list_len(headers.clone())), headers);
         }
         self.bytes.reserve(8 + 8 * words);
         serialize::write_message(&mut self.bytes, &message).expect("a Vec takes any write");
@@ -325,8 +346,19 @@ pub(crate) fn read_message<T>(
     Ok(read(message)?)
 }
 
-fn list_len(pairs: &[(Bytes, Bytes)]) -> u32 {
-    u32::try_from(pairs.len()).expect("fewer than 2^32 fields")
+fn list_len<'a>(pairs: impl Pairs<'a>) -> u32 {
+    u32::try_from(pairs.count()).expect("fewer than 2^32 fields")
+}
+
+fn fill<'a>(
+    mut list: capnp::struct_list::Builder<'_, record_capnp::field::Owned>,
+    pairs: impl Pairs<'a>,
+) {
+    for (i, (name, value)) in pairs.enumerate() {
+        let mut field = list.reborrow().get(i as u32);
+        field.set_name(name);
+        field.set_value(value);
+    }
 }
 
 /// Reading a valid record visits each of its words about once, so a hostile

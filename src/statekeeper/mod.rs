@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use foldhash::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, broadcast};
 
-use crate::record::StreamId;
-use crate::streams::{Backend, Entry, Fields, ReadFrom, StreamError, Streams, field};
+use crate::record::{Encoder, NewEntry, Pairs, StreamId};
+use crate::streams::{Backend, Entry, ReadFrom, StreamError, Streams, field};
 use crate::task::TaskId;
 
 /// The stream of state events.
@@ -162,49 +162,22 @@ impl RunState {
         self.updated_ms = event.ms;
     }
 
-    /// The fields of the event that records this state. The values share
-    /// one buffer: a state is written for every step of every task.
-    pub(crate) fn fields(&self) -> Fields {
-        let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
-        let mut attempt = itoa::Buffer::new();
-        let optional = [
-            ("worker", self.worker.as_deref()),
-            ("error", self.error.as_deref()),
-        ];
-        let texts = [
-            ("id", self.id.encode(&mut id)),
-            ("name", self.name.as_bytes()),
-            ("queue", self.queue.as_bytes()),
-            ("state", self.state.name().as_bytes()),
-            ("attempt", attempt.format(self.attempt).as_bytes()),
+    /// The event's field names and values, in order, given the id and the
+    /// attempt as text.
+    fn pairs<'a>(&'a self, id: &'a [u8], attempt: &'a [u8]) -> impl Pairs<'a> {
+        [
+            (&b"id"[..], Some(id)),
+            (b"name", Some(self.name.as_bytes())),
+            (b"queue", Some(self.queue.as_bytes())),
+            (b"state", Some(self.state.name().as_bytes())),
+            (b"attempt", Some(attempt)),
+            (b"worker", self.worker.as_deref().map(str::as_bytes)),
+            (b"result", self.result.as_deref()),
+            (b"error", self.error.as_deref().map(str::as_bytes)),
+            (b"progress", self.progress.as_deref()),
         ]
         .into_iter()
-        .chain(
-            optional
-                .into_iter()
-                .filter_map(|(name, text)| Some((name, text?.as_bytes()))),
-        );
-        let mut values = BytesMut::with_capacity(texts.clone().map(|(_, t)| t.len()).sum());
-        for (_, text) in texts.clone() {
-            values.extend_from_slice(text);
-        }
-        let mut values = values.freeze();
-        let mut fields = Vec::with_capacity(9);
-        for (name, text) in texts {
-            fields.push((
-                Bytes::from_static(name.as_bytes()),
-                values.split_to(text.len()),
-            ));
-        }
-        if let Some(result) = &self.result {
-            // After the worker, before the error.
-            let at = 5 + usize::from(self.worker.is_some());
-            fields.insert(at, (Bytes::from_static(b"result"), result.clone()));
-        }
-        if let Some(progress) = &self.progress {
-            fields.push((Bytes::from_static(b"progress"), progress.clone()));
-        }
-        fields
+        .filter_map(|(name, value)| Some((name, value?)))
     }
 
     /// The state an event records; `None` for an entry that is not one
@@ -225,6 +198,28 @@ impl RunState {
             updated_ms: entry.id.ms,
             event: entry.id,
         })
+    }
+}
+
+/// A state is written for every step of every task: its event is encoded
+/// straight from it.
+impl NewEntry for RunState {
+    fn encode(&self, id: StreamId, timestamp_ms: u64, encoder: &mut Encoder) {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        let mut attempt = itoa::Buffer::new();
+        let attempt = attempt.format(self.attempt).as_bytes();
+        let pairs = self.pairs(self.id.encode(&mut text), attempt);
+        encoder.push(id, timestamp_ms, pairs, std::iter::empty());
+    }
+
+    #[cfg(feature = "redis")]
+    fn to_fields(&self) -> crate::streams::Fields {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        let mut attempt = itoa::Buffer::new();
+        let attempt = attempt.format(self.attempt).as_bytes();
+        self.pairs(self.id.encode(&mut text), attempt)
+            .map(|(name, value)| (Bytes::copy_from_slice(name), Bytes::copy_from_slice(value)))
+            .collect()
     }
 }
 
@@ -377,9 +372,9 @@ impl StateKeeper {
 
     /// Takes in `states`, which this process wrote as the events `ids`,
     /// before any reader can see those events.
-    pub(crate) fn wrote(&self, states: &mut Vec<RunState>, ids: &[StreamId]) {
+    pub(crate) fn wrote(&self, states: Vec<RunState>, ids: &[StreamId]) {
         let mut written = self.written_here.lock();
-        for (mut state, &id) in states.drain(..).zip(ids) {
+        for (mut state, &id) in states.into_iter().zip(ids) {
             state.recorded_by(id);
             written.push_back((id, Some(state)));
         }

@@ -34,7 +34,7 @@ use self::journal::{Event, Replay};
 use self::state::{Meta, State};
 use crate::group::{Cursor, Group};
 use crate::log::{Log, Offset};
-use crate::record::{Encoder, Record, StreamId};
+use crate::record::{Encoder, NewEntry, Record, StreamId};
 use crate::streams::{
     AddId, AutoClaim, AutoClaimed, Bound, ClaimOptions, Clock, ConsumerInfo, Entry, Fields,
     GroupEntry, GroupInfo, GroupStart, PendingEntry, PendingQuery, PendingSummary, Retention,
@@ -294,39 +294,35 @@ impl<L: Log> Stream<L> {
         id: AddId,
         clock: &dyn Clock,
     ) -> Result<StreamId, StreamError> {
-        let ids = self.append(vec![fields], id, clock, |_| {}).await?;
+        let ids = self.append(vec![fields], id, clock, |_, _| {}).await?;
         Ok(ids[0])
     }
 
     /// Appends entries, the first with an id chosen by `id` and the rest as
-    /// `*` would, and waits for them to be durable. `note` gets the ids as
-    /// soon as they are written, before any reader can see them.
-    pub(crate) async fn append(
+    /// `*` would, and waits for them to be durable. `note` gets the ids and
+    /// the entries as soon as they are written, before any reader can see
+    /// them.
+    pub(crate) async fn append<E: NewEntry>(
         &self,
-        batch: Vec<Fields>,
+        batch: Vec<E>,
         id: AddId,
         clock: &dyn Clock,
-        note: impl FnOnce(&[StreamId]),
+        note: impl FnOnce(&[StreamId], Vec<E>),
     ) -> Result<Vec<StreamId>, StreamError> {
         let (ids, end) = {
             let mut inner = self.inner.lock();
             let now = clock.now_ms();
             let mut last = inner.state.meta.last_id;
             let mut ids = Vec::with_capacity(batch.len());
-            let mut records = Encoder::for_fields(batch.iter());
-            for (i, fields) in batch.into_iter().enumerate() {
+            let mut records = Encoder::default();
+            for (i, entry) in batch.iter().enumerate() {
                 let next = next_id(last, if i == 0 { id } else { AddId::Auto }, now)?;
-                records.push(&Record {
-                    id: next,
-                    timestamp_ms: now,
-                    fields,
-                    headers: Vec::new(),
-                });
+                entry.encode(next, now, &mut records);
                 ids.push(next);
                 last = next;
             }
             let offsets = self.entries.append_nowait(&records.records())?;
-            note(&ids);
+            note(&ids, batch);
             inner.state.meta.last_id = last;
             (ids, offsets.end)
         };

@@ -13,7 +13,7 @@ use super::{
     Trim,
 };
 use crate::log::{LogOptions, SegmentLog, TextLog};
-use crate::record::StreamId;
+use crate::record::{NewEntry, StreamId};
 
 /// Streams on the backend a URL names:
 ///
@@ -102,22 +102,27 @@ impl Backend {
         })
     }
 
-    /// [`Embedded::add_batch_noting`] on the embedded backends; on Redis,
-    /// where other clients' entries may come between those of one batch,
-    /// a plain `add_batch` that does not call `note`.
-    pub(crate) async fn add_batch_noting(
+    /// [`Embedded::add_batch_noting`] on the embedded backends, which hand
+    /// every entry to `note` and return none; on Redis, where other
+    /// clients' entries may come between those of one batch, a plain
+    /// `add_batch` that does not call `note` and returns the entries.
+    pub(crate) async fn add_batch_noting<E: NewEntry>(
         &self,
         stream: &str,
-        entries: Vec<Fields>,
-        note: impl FnOnce(&[StreamId]),
-    ) -> Result<Vec<StreamId>, StreamError> {
-        match self {
-            Backend::Segment(s) => s.add_batch_noting(stream, entries, note).await,
-            Backend::Memory(s) => s.add_batch_noting(stream, entries, note).await,
-            Backend::Text(s) => s.add_batch_noting(stream, entries, note).await,
+        entries: Vec<E>,
+        note: impl FnOnce(&[StreamId], Vec<E>),
+    ) -> Result<(Vec<StreamId>, Vec<E>), StreamError> {
+        let ids = match self {
+            Backend::Segment(s) => s.add_batch_noting(stream, entries, note).await?,
+            Backend::Memory(s) => s.add_batch_noting(stream, entries, note).await?,
+            Backend::Text(s) => s.add_batch_noting(stream, entries, note).await?,
             #[cfg(feature = "redis")]
-            Backend::Redis(s) => s.add_batch(stream, entries).await,
-        }
+            Backend::Redis(s) => {
+                let fields = entries.iter().map(NewEntry::to_fields).collect();
+                return Ok((s.add_batch(stream, fields).await?, entries));
+            }
+        };
+        Ok((ids, Vec::new()))
     }
 }
 

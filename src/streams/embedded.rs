@@ -18,7 +18,7 @@ use super::{
 };
 use crate::log::storage::EntryKind;
 use crate::log::{Log, LogError, LogOptions, MemoryLog, SegmentLog, TextLog};
-use crate::record::StreamId;
+use crate::record::{NewEntry, StreamId};
 use crate::stream::Stream;
 
 /// The two logs of a stream.
@@ -303,13 +303,13 @@ impl Embedded<MemoryStore> {
 
 impl<S: LogStore> Embedded<S> {
     /// Adds `entries` to `stream`, as one append: their ids are
-    /// consecutive in the stream. `note` gets them before any reader can
-    /// see the entries.
-    pub(crate) async fn add_batch_noting(
+    /// consecutive in the stream. `note` gets their ids, and the entries
+    /// themselves, before any reader can see the entries.
+    pub(crate) async fn add_batch_noting<E: NewEntry>(
         &self,
         stream: &str,
-        entries: Vec<Fields>,
-        note: impl FnOnce(&[StreamId]),
+        entries: Vec<E>,
+        note: impl FnOnce(&[StreamId], Vec<E>),
     ) -> Result<Vec<StreamId>, StreamError> {
         if entries.is_empty() {
             return Ok(Vec::new());
@@ -552,7 +552,7 @@ impl<S: LogStore> Streams for Embedded<S> {
         stream: &str,
         entries: Vec<Fields>,
     ) -> Result<Vec<StreamId>, StreamError> {
-        self.add_batch_noting(stream, entries, |_| {}).await
+        self.add_batch_noting(stream, entries, |_, _| {}).await
     }
 
     async fn range(
