@@ -211,8 +211,6 @@ impl Record {
     }
 }
 
-/// The words that the names and values of `pairs` take in a record, with
-/// their pointers.
 /// Name/value pairs as the encoder takes them.
 pub(crate) trait Pairs<'a>: Iterator<Item = (&'a [u8], &'a [u8])> + Clone {}
 
