@@ -162,9 +162,14 @@ impl RunState {
         self.updated_ms = event.ms;
     }
 
-    /// The event's field names and values, in order, given the id and the
-    /// attempt as text.
-    fn pairs<'a>(&'a self, id: &'a [u8], attempt: &'a [u8]) -> impl Pairs<'a> {
+    /// The event's field names and values, in order; the id and the
+    /// attempt are formatted into the buffers given.
+    fn pairs<'a>(
+        &'a self,
+        id: &'a mut [u8; uuid::fmt::Hyphenated::LENGTH],
+        attempt: &'a mut itoa::Buffer,
+    ) -> impl Pairs<'a> {
+        let (id, attempt) = (self.id.encode(id), attempt.format(self.attempt).as_bytes());
         [
             (&b"id"[..], Some(id)),
             (b"name", Some(self.name.as_bytes())),
@@ -205,19 +210,15 @@ impl RunState {
 /// straight from it.
 impl NewEntry for RunState {
     fn encode(&self, id: StreamId, timestamp_ms: u64, encoder: &mut Encoder) {
-        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-        let mut attempt = itoa::Buffer::new();
-        let attempt = attempt.format(self.attempt).as_bytes();
-        let pairs = self.pairs(self.id.encode(&mut text), attempt);
+        let (mut text, mut attempt) = ([0; uuid::fmt::Hyphenated::LENGTH], itoa::Buffer::new());
+        let pairs = self.pairs(&mut text, &mut attempt);
         encoder.push(id, timestamp_ms, pairs, std::iter::empty());
     }
 
     #[cfg(feature = "redis")]
     fn to_fields(&self) -> crate::streams::Fields {
-        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-        let mut attempt = itoa::Buffer::new();
-        let attempt = attempt.format(self.attempt).as_bytes();
-        self.pairs(self.id.encode(&mut text), attempt)
+        let (mut text, mut attempt) = ([0; uuid::fmt::Hyphenated::LENGTH], itoa::Buffer::new());
+        self.pairs(&mut text, &mut attempt)
             .map(|(name, value)| (Bytes::copy_from_slice(name), Bytes::copy_from_slice(value)))
             .collect()
     }
@@ -589,6 +590,48 @@ mod tests {
             keeper.awaited.lock().is_empty(),
             "ended waits leave nothing"
         );
+    }
+
+    #[test]
+    fn a_state_event_is_encoded_straight_from_the_state_and_reads_back() {
+        let mut state = recorded(TaskId::new(), State::Failed, 0);
+        state.attempt = 12;
+        state.worker = Some("w1".into());
+        state.result = Some(Bytes::from_static(b"[1]"));
+        state.error = Some("boom".into());
+        state.progress = Some(Bytes::from_static(b"0.5"));
+        let event = StreamId::new(7, 3);
+        let mut encoder = Encoder::default();
+        state.encode(event, 7, &mut encoder);
+        let records = encoder.records();
+        let record = crate::record::Record::decode(Bytes::copy_from_slice(records[0])).unwrap();
+        assert_eq!(
+            (records.len(), record.id, record.timestamp_ms),
+            (1, event, 7)
+        );
+        let names: Vec<&[u8]> = record.fields.iter().map(|(n, _)| &n[..]).collect();
+        let expected: [&[u8]; 9] = [
+            b"id",
+            b"name",
+            b"queue",
+            b"state",
+            b"attempt",
+            b"worker",
+            b"result",
+            b"error",
+            b"progress",
+        ];
+        assert_eq!(names, expected);
+        assert_eq!(field(&record.fields, "attempt").unwrap(), "12");
+        assert_eq!(field(&record.fields, "state").unwrap(), "failed");
+        #[cfg(feature = "redis")]
+        assert_eq!(state.to_fields(), record.fields);
+        let entry = Entry {
+            id: event,
+            fields: record.fields,
+        };
+        state.recorded_by(event);
+        assert_eq!(RunState::from_entry(&entry), Some(state));
     }
 
     #[test]
