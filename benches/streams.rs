@@ -1,6 +1,8 @@
 //! Stream and consumer-group benchmarks on the segment log without fsync:
 //!
 //! - `add/{single,batch_1024}`: entries added one by one and 1024 at a time;
+//! - `add_beside_blocked_readers/{0,1000}_readers`: entries added one by one
+//!   to a stream while readers wait on others, which must not slow it;
 //! - `read_ack/{1,16}_consumers`: read new entries (1024 per read) and ack them;
 //! - `claim/batch_100`: XCLAIM of 100 idle pending entries at a time;
 //! - `backlog/*`: read + ack from a group with 1 k entries waiting, with
@@ -27,7 +29,7 @@ use common::{median, rate};
 use orcastra::StreamId;
 use orcastra::log::{FsyncPolicy, LogOptions, SegmentLog};
 use orcastra::streams::{
-    ClaimOptions, Embedded, FileStore, GroupRead, GroupStart, ManualClock, PendingQuery,
+    ClaimOptions, Embedded, FileStore, GroupRead, GroupStart, ManualClock, PendingQuery, ReadFrom,
     ReadGroupOptions, Streams,
 };
 use tokio::runtime::Runtime;
@@ -105,6 +107,42 @@ fn add(c: &mut Criterion, dir: &Path) {
             })
         });
     }
+    group.finish();
+}
+
+/// An add wakes the readers of its own stream only: a thousand readers
+/// blocked on other streams (a server's idle clients) cost it nothing.
+fn add_beside_blocked_readers(c: &mut Criterion, dir: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = Arc::new(engine(&dir.join("beside")));
+    let mut group = c.benchmark_group("add_beside_blocked_readers");
+    group.throughput(Throughput::Elements(1));
+    let mut readers = Vec::new();
+    for blocked in [0, 1000] {
+        while readers.len() < blocked {
+            let (s, name) = (Arc::clone(&s), format!("idle{}", readers.len()));
+            readers.push(rt.spawn(async move {
+                let read = [(name.as_str(), ReadFrom::End)];
+                s.read(&read, None, Some(Duration::ZERO)).await
+            }));
+        }
+        group.bench_function(format!("{blocked}_readers"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        s.add("s", entry(), Default::default()).await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    readers.iter().for_each(|reader| reader.abort());
     group.finish();
 }
 
@@ -350,6 +388,7 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     add(&mut c, temp.path());
+    add_beside_blocked_readers(&mut c, temp.path());
     read_and_ack(&mut c, temp.path());
     claim(&mut c, temp.path());
     let (pending_dir, per_pending_entry) = build_pending(temp.path());

@@ -640,6 +640,27 @@ async fn a_blocked_read_wakes_on_add<T: Subject>(t: T) {
     assert_eq!(ids(&reply[0].1), vec![2]);
 }
 
+async fn a_blocked_read_wakes_when_a_missing_stream_gets_an_entry<T: Subject>(t: T) {
+    let s = t.streams();
+    numbered(s, 1).await;
+    let streams = [
+        ("s", ReadFrom::After(id(1, 0))),
+        ("new", ReadFrom::After(id(0, 0))),
+    ];
+    let mut read = std::pin::pin!(s.read(&streams, None, Some(Duration::from_secs(30))));
+    assert!(futures_util::poll!(read.as_mut()).is_pending());
+    add_at(s, "elsewhere", id(1, 0), "not read").await;
+    assert!(futures_util::poll!(read.as_mut()).is_pending());
+    add_at(s, "new", id(5, 0), "woke").await;
+    let reply = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.len(), 1);
+    assert_eq!(reply[0].0, "new");
+    assert_eq!(ids(&reply[0].1), vec![5]);
+}
+
 async fn a_blocked_read_times_out_empty<T: Subject>(t: T) {
     let s = t.streams();
     numbered(s, 1).await;
@@ -1412,6 +1433,7 @@ suite!(
     set_last_id_moves_the_top,
     read_returns_entries_after_an_id,
     a_blocked_read_wakes_on_add,
+    a_blocked_read_wakes_when_a_missing_stream_gets_an_entry,
     a_blocked_read_times_out_empty,
     groups_are_created_once,
     a_group_at_the_end_sees_only_new_entries,

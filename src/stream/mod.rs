@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use self::journal::{Event, Replay};
 use self::state::{Meta, State};
@@ -54,6 +55,9 @@ pub(crate) struct Stream<L: Log> {
     inner: Mutex<Inner>,
     snapshot_bytes: u64,
     retention: Retention,
+    /// Wakes the readers blocked on this stream (the engine notifies it
+    /// once entries become visible or a group goes), and only them.
+    pub(crate) changed: Notify,
 }
 
 struct Inner {
@@ -102,6 +106,7 @@ impl<L: Log> Stream<L> {
             }),
             snapshot_bytes,
             retention,
+            changed: Notify::new(),
         };
         stream.reconcile(&mut state)?;
         stream.inner.lock().state = state;

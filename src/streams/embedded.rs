@@ -3,13 +3,16 @@
 use std::fmt::Write as _;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use super::{
     AddOptions, AutoClaim, AutoClaimed, Bound, ClaimOptions, Clock, ConsumerInfo, Entry, Fields,
@@ -283,8 +286,9 @@ pub struct Embedded<S: LogStore> {
     store: S,
     /// Open streams by name; opening happens under this lock, once per stream.
     streams: Mutex<HashMap<String, Arc<Stream<S::Log>>>>,
-    /// Wakes blocked readers when entries become visible or a group goes.
-    changed: Notify,
+    /// Wakes the blocked readers of a stream that did not exist yet when
+    /// a stream opens (each stream wakes its own readers).
+    opened: Notify,
     clock: Arc<dyn Clock>,
     snapshot_bytes: u64,
     retention: Retention,
@@ -318,7 +322,7 @@ impl<S: LogStore> Embedded<S> {
         let ids = target
             .append(entries, super::AddId::Auto, &*self.clock, note)
             .await?;
-        self.changed.notify_waiters();
+        target.changed.notify_waiters();
         Ok(ids)
     }
 
@@ -364,13 +368,24 @@ impl<S: LogStore> Embedded<S> {
         }
         let deadline = deadline(block);
         loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            // Listening before looking, so no change between the two is missed.
+            let opened = listen(&self.opened);
+            let mut targets = Vec::with_capacity(streams.len());
+            for &(name, _) in streams {
+                targets.push(self.stream(name, false)?);
+            }
+            let mut changes: Vec<_> = targets
+                .iter()
+                .flatten()
+                .map(|t| listen(&t.changed))
+                .collect();
+            if targets.iter().any(Option::is_none) {
+                changes.push(opened);
+            }
             let mut reply = Vec::new();
             let mut skipped = false;
-            for (&(name, _), &after) in streams.iter().zip(&after) {
-                if let Some(target) = self.stream(name, false)? {
+            for ((&(name, _), &after), target) in streams.iter().zip(&after).zip(&targets) {
+                if let Some(target) = target {
                     let skipping = skip.is_some();
                     let mut noting = |id| {
                         let passed = skip.as_mut().is_some_and(|skip| skip(id));
@@ -388,7 +403,7 @@ impl<S: LogStore> Embedded<S> {
             let Some(deadline) = deadline else {
                 return Ok(reply);
             };
-            if !reply.is_empty() || skipped || !self.wait_for_change(notified, deadline).await {
+            if !reply.is_empty() || skipped || !wait_for_change(changes, deadline).await {
                 return Ok(reply);
             }
         }
@@ -400,7 +415,7 @@ impl<S: LogStore> Embedded<S> {
         Embedded {
             store,
             streams: Mutex::new(HashMap::new()),
-            changed: Notify::new(),
+            opened: Notify::new(),
             clock: Arc::new(SystemClock),
             snapshot_bytes: 8 << 20,
             retention: Retention::default(),
@@ -444,6 +459,7 @@ impl<S: LogStore> Embedded<S> {
             self.retention,
         )?);
         streams.insert(name.to_string(), Arc::clone(&stream));
+        self.opened.notify_waiters();
         Ok(Some(stream))
     }
 
@@ -468,11 +484,13 @@ impl<S: LogStore> Embedded<S> {
     /// had run just before the deletion.
     pub fn remove(&self, name: &str) -> Result<bool, StreamError> {
         let mut streams = self.streams.lock();
-        let was_open = streams.remove(name).is_some();
+        let open = streams.remove(name);
         let removed = self.store.remove(name)?;
         drop(streams);
-        self.changed.notify_waiters();
-        Ok(was_open || removed)
+        if let Some(stream) = &open {
+            stream.changed.notify_waiters();
+        }
+        Ok(open.is_some() || removed)
     }
 
     fn existing(
@@ -486,21 +504,37 @@ impl<S: LogStore> Embedded<S> {
     fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
+}
 
-    /// Waits for a change (an entry, a destroyed group) or the deadline.
-    /// Returns false once the deadline has passed.
-    async fn wait_for_change(
-        &self,
-        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-        deadline: Option<tokio::time::Instant>,
-    ) -> bool {
-        match deadline {
-            None => {
-                notified.await;
-                true
-            }
-            Some(deadline) => tokio::time::timeout_at(deadline, notified).await.is_ok(),
+/// A wake-up from `notify`, counted from now on.
+fn listen(notify: &Notify) -> Pin<Box<Notified<'_>>> {
+    let mut notified = Box::pin(notify.notified());
+    notified.as_mut().enable();
+    notified
+}
+
+/// Waits for one of `changes` (an entry, a destroyed group, a stream
+/// opening) or the deadline. Returns false once the deadline has passed.
+async fn wait_for_change(
+    mut changes: Vec<Pin<Box<Notified<'_>>>>,
+    deadline: Option<tokio::time::Instant>,
+) -> bool {
+    let any = std::future::poll_fn(|cx| {
+        if changes
+            .iter_mut()
+            .any(|change| change.as_mut().poll(cx).is_ready())
+        {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
+    });
+    match deadline {
+        None => {
+            any.await;
+            true
+        }
+        Some(deadline) => tokio::time::timeout_at(deadline, any).await.is_ok(),
     }
 }
 
@@ -531,7 +565,7 @@ impl<S: LogStore> Streams for Embedded<S> {
             return Ok(None);
         };
         let id = target.add(fields, options.id, &*self.clock).await?;
-        self.changed.notify_waiters();
+        target.changed.notify_waiters();
         if let Some(trim) = options.trim {
             target.trim(trim).await?;
         }
@@ -638,11 +672,9 @@ impl<S: LogStore> Streams for Embedded<S> {
     }
 
     async fn destroy_group(&self, stream: &str, group: &str) -> Result<bool, StreamError> {
-        let destroyed = self
-            .existing(stream, || StreamError::GroupNeedsStream)?
-            .destroy_group(group)
-            .await?;
-        self.changed.notify_waiters();
+        let target = self.existing(stream, || StreamError::GroupNeedsStream)?;
+        let destroyed = target.destroy_group(group).await?;
+        target.changed.notify_waiters();
         Ok(destroyed)
     }
 
@@ -704,9 +736,7 @@ impl<S: LogStore> Streams for Embedded<S> {
             None
         };
         loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let changes = targets.iter().map(|(_, _, t)| listen(&t.changed)).collect();
             let mut reply = Vec::new();
             for (name, read, target) in &targets {
                 let now = self.now_ms();
@@ -732,7 +762,7 @@ impl<S: LogStore> Streams for Embedded<S> {
             if !reply.is_empty() {
                 return Ok(reply);
             }
-            if !self.wait_for_change(notified, deadline).await {
+            if !wait_for_change(changes, deadline).await {
                 return Ok(reply);
             }
             // A group destroyed while we waited fails the read, as in Redis.
