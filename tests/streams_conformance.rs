@@ -417,6 +417,32 @@ async fn ranges_honour_bounds_and_count<T: Subject>(t: T) {
     );
 }
 
+/// Whatever was read last (the engine remembers it to find the next read's
+/// start), reads and ranges from any id find exactly the entries after it.
+async fn reads_from_any_id_follow_any_earlier_read<T: Subject>(t: T) {
+    let s = t.streams();
+    for ms in (2..=40).step_by(2) {
+        add_at(s, "s", id(ms, 0), "v").await;
+    }
+    for (last, count) in [(0, 3), (10, 1), (21, 5), (38, 10), (40, 1), (7, 100)] {
+        let read = [("s", ReadFrom::After(id(last, 0)))];
+        s.read(&read, Some(count), None).await.unwrap();
+        for probe in 0..=42 {
+            let after: Vec<u64> = (2..=40).step_by(2).filter(|&ms| ms > probe).collect();
+            let read = [("s", ReadFrom::After(id(probe, 0)))];
+            let got = s.read(&read, None, None).await.unwrap();
+            assert_eq!(
+                got.first().map_or(vec![], |(_, entries)| ids(entries)),
+                after,
+                "after {probe}, last read from {last}"
+            );
+            let from: Vec<u64> = (2..=40).step_by(2).filter(|&ms| ms >= probe).collect();
+            let range = s.range("s", Bound::Included(id(probe, 0)), Bound::Max, None);
+            assert_eq!(ids(&range.await.unwrap()), from, "from {probe}");
+        }
+    }
+}
+
 async fn large_streams_range_across_batches<T: Subject>(t: T) {
     let s = t.streams();
     for i in 1..=1000 {
@@ -1424,6 +1450,7 @@ suite!(
     fields_keep_their_order_and_bytes,
     ranges_honour_bounds_and_count,
     large_streams_range_across_batches,
+    reads_from_any_id_follow_any_earlier_read,
     deleted_entries_vanish,
     deleting_the_last_entry_keeps_the_last_id,
     trimming_by_length_and_by_id,

@@ -58,6 +58,9 @@ pub(crate) struct Stream<L: Log> {
     /// Wakes the readers blocked on this stream (the engine notifies it
     /// once entries become visible or a group goes), and only them.
     pub(crate) changed: Notify,
+    /// The id and offset of the last entry a forward scan read. Offsets
+    /// never move and ids only grow, so it stays true.
+    last_read: Mutex<Option<(StreamId, u64)>>,
 }
 
 struct Inner {
@@ -107,6 +110,7 @@ impl<L: Log> Stream<L> {
             snapshot_bytes,
             retention,
             changed: Notify::new(),
+            last_read: Mutex::new(None),
         };
         stream.reconcile(&mut state)?;
         stream.inner.lock().state = state;
@@ -153,6 +157,17 @@ impl<L: Log> Stream<L> {
 
     /// The first offset in `lo..hi` whose id is at least `id` (`hi` if none).
     fn lower_bound(&self, id: StreamId, mut lo: u64, mut hi: u64) -> Result<u64, StreamError> {
+        // A reader that comes back for what follows its last entry finds
+        // it without searching the whole stream.
+        if let Some((read, offset)) = *self.last_read.lock()
+            && (lo..hi).contains(&offset)
+        {
+            if read < id {
+                lo = offset + 1;
+            } else {
+                hi = offset;
+            }
+        }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if self.id_at(mid)? < id {
@@ -201,7 +216,8 @@ impl<L: Log> Stream<L> {
         let mut at = from.max(state.meta.first_offset);
         let mut found = Vec::new();
         let mut skipped = 0;
-        while at < end && found.len() + skipped < count {
+        let mut last_read = None;
+        'scan: while at < end && found.len() + skipped < count {
             // No more than asked for: every record read is checksummed.
             let want = (count - found.len() - skipped).min(SCAN_BATCH);
             let batch = self.entries.read(Offset(at), want)?;
@@ -211,21 +227,27 @@ impl<L: Log> Stream<L> {
                 if state.deleted.contains(&offset) {
                     continue;
                 }
-                if let Some(skip) = skip.as_mut()
-                    && skip(Record::read_id(&bytes).map_err(|e| self.corrupt(e))?)
-                {
-                    skipped += 1;
-                    continue;
+                if let Some(skip) = skip.as_mut() {
+                    let id = Record::read_id(&bytes).map_err(|e| self.corrupt(e))?;
+                    last_read = Some((id, offset));
+                    if skip(id) {
+                        skipped += 1;
+                        continue;
+                    }
                 }
                 let record = self.decode(bytes)?;
+                last_read = Some((record.id, offset));
                 if !keep(record.id) {
-                    return Ok(found);
+                    break 'scan;
                 }
                 found.push((offset, entry(record)));
                 if found.len() == count {
                     break;
                 }
             }
+        }
+        if last_read.is_some() {
+            *self.last_read.lock() = last_read;
         }
         Ok(found)
     }
