@@ -368,19 +368,17 @@ impl<S: LogStore> Embedded<S> {
         }
         let deadline = deadline(block);
         loop {
-            // Listening before looking, so no change between the two is missed.
-            let opened = listen(&self.opened);
+            // A read that may wait listens before it looks, so that no
+            // change between the two is missed.
+            let opened = deadline.is_some().then(|| listen(&self.opened));
             let mut targets = Vec::with_capacity(streams.len());
             for &(name, _) in streams {
                 targets.push(self.stream(name, false)?);
             }
-            let mut changes: Vec<_> = targets
-                .iter()
-                .flatten()
-                .map(|t| listen(&t.changed))
-                .collect();
-            if targets.iter().any(Option::is_none) {
-                changes.push(opened);
+            let mut changes = Vec::new();
+            if deadline.is_some() {
+                changes.extend(targets.iter().flatten().map(|t| listen(&t.changed)));
+                changes.extend(opened.filter(|_| targets.iter().any(Option::is_none)));
             }
             let mut reply = Vec::new();
             let mut skipped = false;
@@ -736,7 +734,10 @@ impl<S: LogStore> Streams for Embedded<S> {
             None
         };
         loop {
-            let changes = targets.iter().map(|(_, _, t)| listen(&t.changed)).collect();
+            let changes = match deadline {
+                Some(_) => targets.iter().map(|(_, _, t)| listen(&t.changed)).collect(),
+                None => Vec::new(),
+            };
             let mut reply = Vec::new();
             for (name, read, target) in &targets {
                 let now = self.now_ms();
