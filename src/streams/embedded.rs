@@ -286,9 +286,9 @@ pub struct Embedded<S: LogStore> {
     store: S,
     /// Open streams by name; opening happens under this lock, once per stream.
     streams: Mutex<HashMap<String, Arc<Stream<S::Log>>>>,
-    /// Wakes the blocked readers of a stream that did not exist yet when
-    /// a stream opens (each stream wakes its own readers).
-    opened: Notify,
+    /// Wakes blocked readers when a stream opens or is deleted: each
+    /// otherwise waits only on the streams it found when it looked.
+    opened_or_removed: Notify,
     clock: Arc<dyn Clock>,
     snapshot_bytes: u64,
     retention: Retention,
@@ -369,16 +369,18 @@ impl<S: LogStore> Embedded<S> {
         let deadline = deadline(block);
         loop {
             // A read that may wait listens before it looks, so that no
-            // change between the two is missed.
-            let opened = deadline.is_some().then(|| listen(&self.opened));
+            // change between the two is missed (a stream deleted after it
+            // was found, a stream made after it was missing).
             let mut targets = Vec::with_capacity(streams.len());
+            let mut changes = Vec::new();
+            if deadline.is_some() {
+                changes.push(listen(&self.opened_or_removed));
+            }
             for &(name, _) in streams {
                 targets.push(self.stream(name, false)?);
             }
-            let mut changes = Vec::new();
             if deadline.is_some() {
                 changes.extend(targets.iter().flatten().map(|t| listen(&t.changed)));
-                changes.extend(opened.filter(|_| targets.iter().any(Option::is_none)));
             }
             let mut reply = Vec::new();
             let mut skipped = false;
@@ -413,7 +415,7 @@ impl<S: LogStore> Embedded<S> {
         Embedded {
             store,
             streams: Mutex::new(HashMap::new()),
-            opened: Notify::new(),
+            opened_or_removed: Notify::new(),
             clock: Arc::new(SystemClock),
             snapshot_bytes: 8 << 20,
             retention: Retention::default(),
@@ -457,7 +459,7 @@ impl<S: LogStore> Embedded<S> {
             self.retention,
         )?);
         streams.insert(name.to_string(), Arc::clone(&stream));
-        self.opened.notify_waiters();
+        self.opened_or_removed.notify_waiters();
         Ok(Some(stream))
     }
 
@@ -488,6 +490,7 @@ impl<S: LogStore> Embedded<S> {
         if let Some(stream) = &open {
             stream.changed.notify_waiters();
         }
+        self.opened_or_removed.notify_waiters();
         Ok(open.is_some() || removed)
     }
 
@@ -835,5 +838,35 @@ impl<S: LogStore> Streams for Embedded<S> {
     async fn consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>, StreamError> {
         self.existing(stream, || StreamError::NoSuchKey)?
             .consumers(group, self.now_ms())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read blocked on a stream that is deleted and made again gets the
+    /// new stream's entries: it waits on the streams it found and on any
+    /// stream opening or going.
+    #[tokio::test]
+    async fn a_blocked_read_follows_its_stream_through_a_deletion() {
+        let engine = Embedded::memory();
+        let add = |ms| {
+            let fields = vec![("f".into(), "v".into())];
+            engine.add("s", fields, AddOptions::with_id(StreamId::new(ms, 0)))
+        };
+        add(1).await.unwrap();
+        let streams = [("s", ReadFrom::After(StreamId::new(1, 0)))];
+        let mut read = std::pin::pin!(engine.read(&streams, None, Some(Duration::ZERO)));
+        assert!(futures_util::poll!(read.as_mut()).is_pending());
+        assert!(engine.remove("s").unwrap());
+        assert!(futures_util::poll!(read.as_mut()).is_pending());
+        add(5).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("woken by the new stream")
+            .unwrap();
+        let ids: Vec<StreamId> = reply[0].1.iter().map(|entry| entry.id).collect();
+        assert_eq!(ids, [StreamId::new(5, 0)]);
     }
 }
