@@ -567,6 +567,48 @@ fn a_blocked_read_holds_nobody_up_and_ends_with_its_client() {
     assert_eq!(client.call(&["EXEC"]), "*1\r\n*-1\r\n");
 }
 
+/// As in Redis 7: DEL ends a blocked XREADGROUP with an error, while a
+/// blocked XREAD goes on waiting and reads the stream made again.
+#[test]
+fn deleting_a_stream_fails_a_blocked_group_read_but_not_a_plain_one() {
+    let server = orcastra(ServerOptions::default());
+    let mut other = Client::connect(server.addr);
+    assert_eq!(
+        other.call(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]),
+        "+OK\r\n"
+    );
+    let mut group_reader = Client::connect(server.addr);
+    group_reader.send(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    let mut reader = Client::connect(server.addr);
+    reader.send(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]);
+    while !other
+        .call(&["INFO", "clients"])
+        .contains("blocked_clients:2\r\n")
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(other.call(&["DEL", "s"]), ":1\r\n");
+    assert_eq!(
+        group_reader.reply(),
+        "-UNBLOCKED the stream key no longer exists\r\n"
+    );
+    assert_eq!(other.call(&["XADD", "s", "7-7", "a", "b"]), "$3\r\n7-7\r\n");
+    assert_eq!(
+        reader.reply(),
+        "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n7-7\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n"
+    );
+}
+
 #[test]
 fn redis_cli_works_unchanged() {
     let server = orcastra(ServerOptions::default());

@@ -769,7 +769,17 @@ impl<S: LogStore> Streams for Embedded<S> {
             if !wait_for_change(changes, deadline).await {
                 return Ok(reply);
             }
-            // A group destroyed while we waited fails the read, as in Redis.
+            // A stream deleted or a group destroyed while we waited fails
+            // the read, as in Redis.
+            let live = |name: &str, target| {
+                let streams = self.streams.lock();
+                streams
+                    .get(name)
+                    .is_some_and(|open| Arc::ptr_eq(open, target))
+            };
+            if targets.iter().any(|(name, _, target)| !live(name, target)) {
+                return Err(StreamError::StreamGoneWhileBlocked);
+            }
             if targets
                 .iter()
                 .any(|(_, _, target)| !target.has_group(group))

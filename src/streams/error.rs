@@ -51,6 +51,9 @@ pub enum StreamError {
     /// A blocked XREADGROUP whose group was destroyed while it waited.
     #[error("NOGROUP the consumer group this client was blocked on no longer exists")]
     GroupGoneWhileBlocked,
+    /// A blocked XREADGROUP whose stream was deleted while it waited.
+    #[error("UNBLOCKED the stream key no longer exists")]
+    StreamGoneWhileBlocked,
     /// An XGROUP subcommand or XINFO CONSUMERS on a missing group.
     #[error("NOGROUP No such consumer group '{group}' for key name '{stream}'")]
     NoSuchGroup {

@@ -176,7 +176,9 @@ pub trait Streams: Send + Sync + 'static {
 
     /// XREADGROUP. For [`GroupRead::New`], streams without new entries are
     /// left out, and `options.block` waits for one; for
-    /// [`GroupRead::Pending`], every stream is in the reply.
+    /// [`GroupRead::Pending`], every stream is in the reply. A wait ends in
+    /// [`StreamError::StreamGoneWhileBlocked`] if a stream is deleted, and
+    /// in [`StreamError::GroupGoneWhileBlocked`] if the group is destroyed.
     fn read_group(
         &self,
         group: &str,

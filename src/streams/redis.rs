@@ -677,7 +677,7 @@ fn redact(url: &str) -> String {
 /// engine gives for the same mistake where there is one.
 fn server_error(code: &str, detail: &str, context: Context<'_>) -> StreamError {
     let message = format!("{code} {detail}");
-    const KNOWN: [StreamError; 12] = [
+    const KNOWN: [StreamError; 13] = [
         StreamError::IdNotGreater,
         StreamError::ZeroId,
         StreamError::IdsExhausted,
@@ -688,6 +688,7 @@ fn server_error(code: &str, detail: &str, context: Context<'_>) -> StreamError {
         StreamError::GroupNeedsStream,
         StreamError::BusyGroup,
         StreamError::GroupGoneWhileBlocked,
+        StreamError::StreamGoneWhileBlocked,
         StreamError::CountNotPositive,
         StreamError::WrongType,
     ];
