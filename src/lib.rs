@@ -63,7 +63,9 @@ extern crate self as orcastra;
 pub use log::{
     FsyncPolicy, Log, LogError, LogOptions, MemoryLog, Offset, SegmentLog, TextLog, VerifyReport,
 };
-pub use orca::{DeadLetter, Error, Orcastra, QueueInfo, SubmitOptions, TaskFailure, TaskHandle};
+pub use orca::{
+    DeadLetter, Error, MAX_PRIORITY, Orcastra, QueueInfo, SubmitOptions, TaskFailure, TaskHandle,
+};
 pub use record::{Record, StreamId};
 
 /// What a program that defines and runs tasks needs, in one import.

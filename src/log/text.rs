@@ -1,24 +1,4 @@
 //! The text log: one record per line of a plain text file.
-//!
-//! It exists to show how little a [`Log`] needs, and it is handy for
-//! debugging: the file reads fine with `cat`, `less` and `tail -f`.
-//!
-//! ```text
-//! # orcastra text log v1 start 0
-//! 0<TAB>hello<TAB>e2327a7f
-//! 1<TAB>tab:\t backslash:\\ byte:\x00<TAB>a506e44d
-//! ```
-//!
-//! After the header line, each line is the record's offset, a tab, the
-//! payload, a tab, and the CRC-32 (8 hex digits) of everything before that
-//! second tab. In the payload `\`, tab, newline, carriage return, other
-//! control bytes and bytes that are not UTF-8 are escaped (`\\ \t \n \r \xNN`);
-//! all other text is kept as it is. A line without its newline or with a
-//! wrong CRC is damaged; recovery treats damage past the synced mark (see
-//! `synced`) as a torn tail and cuts it, and refuses to open otherwise.
-//!
-//! Next to `log.txt` live `log.txt.lock` (ownership) and `log.txt.synced`
-//! (the synced mark). Retention rewrites the file without the dropped lines.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read};
@@ -39,7 +19,27 @@ use super::{
 
 const HEADER_PREFIX: &str = "# orcastra text log v1 start ";
 
-/// A [`Log`] kept in a text file, one record per line. See the [module docs](self).
+/// A [`Log`] kept in a text file, one record per line.
+///
+/// It exists to show how little a [`Log`] needs, and it is handy for
+/// debugging: the file reads fine with `cat`, `less` and `tail -f`.
+///
+/// ```text
+/// # orcastra text log v1 start 0
+/// 0<TAB>hello<TAB>e2327a7f
+/// 1<TAB>tab:\t backslash:\\ byte:\x00<TAB>a506e44d
+/// ```
+///
+/// After the header line, each line is the record's offset, a tab, the
+/// payload, a tab, and the CRC-32 (8 hex digits) of everything before that
+/// second tab. In the payload `\`, tab, newline, carriage return, other
+/// control bytes and bytes that are not UTF-8 are escaped (`\\ \t \n \r \xNN`);
+/// all other text is kept as it is. A line without its newline or with a
+/// wrong CRC is damaged; recovery treats damage past the synced mark
+/// as a torn tail and cuts it, and refuses to open otherwise.
+///
+/// Next to `log.txt` live `log.txt.lock` (ownership) and `log.txt.synced`
+/// (the synced mark). Retention rewrites the file without the dropped lines.
 ///
 /// ```
 /// use orcastra::log::{Log, LogOptions, Offset, TextLog};
