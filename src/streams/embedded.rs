@@ -505,6 +505,14 @@ impl<S: LogStore> Embedded<S> {
     fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
+
+    /// Whether `stream` is still the open stream `name` (not deleted).
+    fn is_open(&self, name: &str, stream: &Arc<Stream<S::Log>>) -> bool {
+        let streams = self.streams.lock();
+        streams
+            .get(name)
+            .is_some_and(|open| Arc::ptr_eq(open, stream))
+    }
 }
 
 /// A wake-up from `notify`, counted from now on.
@@ -741,6 +749,16 @@ impl<S: LogStore> Streams for Embedded<S> {
                 Some(_) => targets.iter().map(|(_, _, t)| listen(&t.changed)).collect(),
                 None => Vec::new(),
             };
+            // A stream deleted since it was found fails a read that would
+            // wait, as in Redis; checked once listening, so that a deletion
+            // after the check wakes it.
+            if deadline.is_some()
+                && targets
+                    .iter()
+                    .any(|(name, _, target)| !self.is_open(name, target))
+            {
+                return Err(StreamError::StreamGoneWhileBlocked);
+            }
             let mut reply = Vec::new();
             for (name, read, target) in &targets {
                 let now = self.now_ms();
@@ -769,17 +787,7 @@ impl<S: LogStore> Streams for Embedded<S> {
             if !wait_for_change(changes, deadline).await {
                 return Ok(reply);
             }
-            // A stream deleted or a group destroyed while we waited fails
-            // the read, as in Redis.
-            let live = |name: &str, target| {
-                let streams = self.streams.lock();
-                streams
-                    .get(name)
-                    .is_some_and(|open| Arc::ptr_eq(open, target))
-            };
-            if targets.iter().any(|(name, _, target)| !live(name, target)) {
-                return Err(StreamError::StreamGoneWhileBlocked);
-            }
+            // A group destroyed while we waited fails the read, as in Redis.
             if targets
                 .iter()
                 .any(|(_, _, target)| !target.has_group(group))
