@@ -10,7 +10,7 @@
 use std::sync::{Arc, Weak};
 
 use foldhash::{HashMap, HashMapExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::record::StreamId;
 use crate::statekeeper::{RunState, STATES};
@@ -30,6 +30,9 @@ pub(crate) struct Write {
     pub(crate) states: Vec<RunState>,
     /// Entries to acknowledge (stream, group, id), after the states.
     pub(crate) acks: Vec<(Arc<str>, &'static str, StreamId)>,
+    /// A worker's slot, freed once this write is done, whatever its
+    /// outcome: a worker fetches no faster than its tasks' ends are written.
+    pub(crate) slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Write {
@@ -87,6 +90,8 @@ async fn combine(inner: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<(Writ
         };
         let written = write_batch(&inner, batch.iter_mut().map(|(w, _)| w)).await;
         if let Err(error) = &written {
+            // A task whose end or move was in it stays pending, and is
+            // delivered again.
             tracing::warn!(%error, writes = batch.len(), "a batch of task writes failed");
         }
         for reply in batch.drain(..).filter_map(|(_, reply)| reply) {

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -400,10 +400,7 @@ impl Shared {
                     },
                 };
                 let this = Arc::clone(&self);
-                tokio::spawn(async move {
-                    this.process(task).await;
-                    drop(permit);
-                });
+                tokio::spawn(async move { this.process(task, permit).await });
             }
             self.release(surplus).await;
         }
@@ -630,7 +627,8 @@ impl Shared {
     }
 
     /// Runs one delivered task to its end and acknowledges it.
-    async fn process(&self, task: Fetched) {
+    /// The worker's `slot` is freed once the task's end is written.
+    async fn process(&self, task: Fetched, slot: OwnedSemaphorePermit) {
         let Fetched {
             queue,
             stream,
@@ -640,7 +638,7 @@ impl Shared {
         let id = entry.id;
         let Some(fields) = entry.fields else {
             // Deleted from the queue after delivery: nothing to run.
-            self.finish(&stream, id, Write::default()).await;
+            self.finish(&stream, id, Write::default(), slot);
             return;
         };
         let Some(raw) = field(&fields, "task").cloned() else {
@@ -650,15 +648,14 @@ impl Shared {
                 fields,
                 None,
                 "the entry has no `task` field".into(),
-            )
-            .await;
+                slot,
+            );
             return;
         };
         let envelope = match Envelope::decode(&raw) {
             Ok(envelope) => envelope,
             Err(error) => {
-                self.dead_letter((&queue, &stream), id, fields, None, error.to_string())
-                    .await;
+                self.dead_letter((&queue, &stream), id, fields, None, error.to_string(), slot);
                 return;
             }
         };
@@ -667,8 +664,7 @@ impl Shared {
                 "no task named {:?} is registered with worker {}",
                 envelope.name, self.name
             );
-            self.dead_letter((&queue, &stream), id, fields, Some(&envelope), reason)
-                .await;
+            self.dead_letter((&queue, &stream), id, fields, Some(&envelope), reason, slot);
             return;
         };
         if let Some((state, attempt)) = self.orcastra.inner().states.stage(envelope.id)
@@ -679,7 +675,7 @@ impl Shared {
             // Cancelled, or a copy of a run that already ended (a timekeeper
             // crashed between queueing it and acknowledging the schedule).
             tracing::info!(worker = %self.name, task = %envelope.id, ?state, "skipped a task that must not run");
-            self.finish(&stream, id, Write::default()).await;
+            self.finish(&stream, id, Write::default(), slot);
             return;
         }
         let options = task.options();
@@ -689,8 +685,7 @@ impl Shared {
                 "delivered {deliveries} times without finishing (at most {max_deliveries}): \
                  its workers died or stalled each time"
             );
-            self.dead_letter((&queue, &stream), id, fields, Some(&envelope), reason)
-                .await;
+            self.dead_letter((&queue, &stream), id, fields, Some(&envelope), reason, slot);
             return;
         }
         let mut running = RunState::new(
@@ -770,27 +765,27 @@ impl Shared {
                 }
             }
             Outcome::Dead(reason) => {
-                self.dead_letter((&queue, &stream), id, fields, Some(&envelope), reason)
-                    .await;
+                self.dead_letter((&queue, &stream), id, fields, Some(&envelope), reason, slot);
                 return;
             }
             // Another worker runs it now.
             Outcome::Released => return,
         }
         write.states.push(end);
-        self.finish(&stream, id, write).await;
+        self.finish(&stream, id, write, slot);
     }
 
     /// Moves a task that can never run to the dead letters, records it dead
     /// and acknowledges it.
-    fn dead_letter<'a>(
-        &'a self,
-        (queue, stream): (&str, &'a Arc<str>),
+    fn dead_letter(
+        &self,
+        (queue, stream): (&str, &Arc<str>),
         id: StreamId,
         mut fields: Fields,
         envelope: Option<&Envelope>,
         reason: String,
-    ) -> impl Future<Output = ()> + 'a {
+        slot: OwnedSemaphorePermit,
+    ) {
         tracing::warn!(worker = %self.name, %stream, %id, %reason, "task moved to the dead letters");
         fields.push((Bytes::from_static(b"reason"), Bytes::from(reason.clone())));
         let mut write = Write::default();
@@ -807,26 +802,23 @@ impl Shared {
             dead.error = Some(reason);
             write.states.push(dead);
         }
-        self.finish(stream, id, write)
+        self.finish(stream, id, write, slot);
     }
 
     /// Writes how a task ended and acknowledges its entry, in one write
-    /// (the acknowledgement last): if the backend fails, the task stays
-    /// pending and is delivered again. The write is sent at once: the
-    /// future, kept in every task's spawned future, is small.
-    fn finish<'a>(
-        &'a self,
-        stream: &'a Arc<str>,
+    /// (the acknowledgement last), which frees the worker's `slot` once
+    /// done. Not waited for: if the backend fails, the writer logs it and
+    /// the task stays pending, to be delivered again.
+    fn finish(
+        &self,
+        stream: &Arc<str>,
         id: StreamId,
         mut write: Write,
-    ) -> impl Future<Output = ()> + 'a {
+        slot: OwnedSemaphorePermit,
+    ) {
         write.acks.push((Arc::clone(stream), WORKERS, id));
-        let written = self.orcastra.write(write);
-        async move {
-            if let Err(error) = written.await {
-                tracing::warn!(worker = %self.name, %stream, %id, %error, "cannot finish a task; it stays pending");
-            }
-        }
+        write.slot = Some(slot);
+        self.orcastra.write_later(write);
     }
 
     /// Records a state of a running task; a failure is logged (the run
