@@ -10,6 +10,7 @@
 use std::sync::{Arc, Weak};
 
 use foldhash::{HashMap, HashMapExt};
+use smallvec::{SmallVec, smallvec};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::record::StreamId;
@@ -21,15 +22,18 @@ use super::Inner;
 /// The most writes combined into one batch.
 const MAX_BATCH: usize = 4096;
 
-/// What one caller writes at once.
+/// What one caller writes at once. Most writes are a task's end, one state
+/// and one acknowledgement: those are kept inline, so that the writer, on
+/// another thread, has no allocation of the caller's to free (the
+/// allocator's locks are contended when threads free each other's memory).
 #[derive(Default)]
 pub(crate) struct Write {
     /// Entries to add, with their streams.
     pub(crate) adds: Vec<(String, Fields)>,
     /// States to record, after the adds.
-    pub(crate) states: Vec<RunState>,
+    pub(crate) states: SmallVec<[RunState; 1]>,
     /// Entries to acknowledge (stream, group, id), after the states.
-    pub(crate) acks: Vec<(Arc<str>, &'static str, StreamId)>,
+    pub(crate) acks: SmallVec<[(Arc<str>, &'static str, StreamId); 1]>,
     /// A worker's slot, freed once this write is done, whatever its
     /// outcome: a worker fetches no faster than its tasks' ends are written.
     pub(crate) slot: Option<OwnedSemaphorePermit>,
@@ -39,7 +43,7 @@ impl Write {
     /// A write of one state.
     pub(crate) fn state(state: RunState) -> Write {
         Write {
-            states: vec![state],
+            states: smallvec![state],
             ..Write::default()
         }
     }
@@ -117,7 +121,7 @@ async fn write_batch<'a>(
         for (stream, fields) in write.adds.drain(..) {
             adds.entry(stream).or_default().push(fields);
         }
-        states.append(&mut write.states);
+        states.extend(write.states.drain(..));
         for (stream, group, id) in write.acks.drain(..) {
             acks.entry((stream, group)).or_default().push(id);
         }

@@ -171,7 +171,7 @@ impl Timekeeper {
                 self.orcastra
                     .write(Write {
                         adds: vec![(DEAD_SCHEDULED.to_string(), fields)],
-                        acks: vec![(SCHEDULED.into(), TIMEKEEPERS, id)],
+                        acks: [(SCHEDULED.into(), TIMEKEEPERS, id)].into(),
                         ..Write::default()
                     })
                     .await
