@@ -4,6 +4,7 @@
 //! shares the backend sees every task's state.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -227,7 +228,10 @@ impl NewEntry for RunState {
 /// The run states this process has seen, kept current by
 /// [`catch_up`](Self::catch_up).
 pub(crate) struct StateKeeper {
-    states: Mutex<HashMap<TaskId, RunState>>,
+    /// The latest state of each task, in shards (by task id) under locks of
+    /// their own: the writer taking in a batch of states and the workers
+    /// and awaiters looking tasks up then rarely wait for each other.
+    states: [Mutex<HashMap<TaskId, RunState>>; SHARDS],
     /// The tasks someone awaits the end of, each with what wakes its
     /// waiters: a state wakes only those who wait for its task.
     awaited: Mutex<HashMap<TaskId, Arc<Notify>>>,
@@ -253,10 +257,13 @@ pub(crate) struct StateKeeper {
 /// only slower).
 const WRITTEN_HERE: usize = 4096;
 
+/// Shards of the states map.
+const SHARDS: usize = 16;
+
 impl Default for StateKeeper {
     fn default() -> Self {
         StateKeeper {
-            states: Mutex::default(),
+            states: std::array::from_fn(|_| Mutex::default()),
             awaited: Mutex::default(),
             cancelled: Notify::new(),
             events: broadcast::channel(EVENTS_BEHIND).0,
@@ -273,7 +280,13 @@ const EVENTS_BEHIND: usize = 4096;
 impl StateKeeper {
     /// The latest state of task `id`, if this process has seen it.
     pub(crate) fn get(&self, id: TaskId) -> Option<RunState> {
-        self.states.lock().get(&id).cloned()
+        self.shard(id).lock().get(&id).cloned()
+    }
+
+    /// The shard that holds task `id`'s state.
+    fn shard(&self, id: TaskId) -> &Mutex<HashMap<TaskId, RunState>> {
+        let hash = foldhash::fast::FixedState::default().hash_one(id);
+        &self.states[hash as usize % SHARDS]
     }
 
     /// Every state taken in from now on.
@@ -284,9 +297,11 @@ impl StateKeeper {
     /// Forgets the tasks that finished before `ms` (milliseconds since the
     /// epoch).
     pub(crate) fn forget_finished_before(&self, ms: u64) {
-        self.states
-            .lock()
-            .retain(|_, state| !state.state.is_final() || state.updated_ms >= ms);
+        for shard in &self.states {
+            shard
+                .lock()
+                .retain(|_, state| !state.state.is_final() || state.updated_ms >= ms);
+        }
         self.forgotten_before.fetch_max(ms, Ordering::Relaxed);
         for waiters in self.awaited.lock().values() {
             waiters.notify_waiters();
@@ -296,7 +311,7 @@ impl StateKeeper {
     /// Where task `id` stands and in which attempt, without copying the
     /// rest of its state.
     pub(crate) fn stage(&self, id: TaskId) -> Option<(State, u32)> {
-        self.states.lock().get(&id).map(|s| (s.state, s.attempt))
+        self.shard(id).lock().get(&id).map(|s| (s.state, s.attempt))
     }
 
     /// Completes when a `Cancelled` state is next taken in.
@@ -313,7 +328,7 @@ impl StateKeeper {
             let notified = awaiting.waiters.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let known = self.states.lock().get(&id).map(|state| {
+            let known = self.shard(id).lock().get(&id).map(|state| {
                 let over = state.state.is_final();
                 over.then(|| state.clone())
             });
@@ -335,9 +350,10 @@ impl StateKeeper {
     /// they are written, and every one as it is read (so its own twice: the
     /// second time changes nothing and is not an event).
     pub(crate) fn apply(&self, recorded: impl IntoIterator<Item = RunState>) {
-        let mut states = self.states.lock();
         let (mut cancellation, mut ended) = (false, Vec::new());
         for state in recorded {
+            // Events go out under the lock: each task's in order.
+            let mut states = self.shard(state.id).lock();
             // A final state stays, except a dead task requeued for a new
             // attempt (`Orcastra::requeue_dead`).
             let replaces = states.get(&state.id).is_none_or(|current| {
@@ -357,7 +373,6 @@ impl StateKeeper {
                 states.insert(state.id, state);
             }
         }
-        drop(states);
         if !ended.is_empty() {
             let awaited = self.awaited.lock();
             for id in ended {
