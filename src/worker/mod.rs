@@ -1,10 +1,10 @@
 //! Workers: fetch tasks from their queues, run them, record how they ended
 //! and acknowledge them.
 //!
-//! A worker fetches only as many tasks as it has free slots, runs each in a
-//! Tokio task of its own (so a panic is a failure, not a crash), enforces
-//! timeouts, and acknowledges a task only after its final state is
-//! recorded. Tasks that can never run (an undecodable envelope or
+//! A worker fetches only as many tasks as it has free slots, runs them side
+//! by side on Tokio tasks it keeps for the purpose (a panic in a task is
+//! caught as a failure, not a crash), enforces timeouts, and acknowledges a
+//! task only after its final state is recorded. Tasks that can never run (an undecodable envelope or
 //! arguments, a name no registered task has) go to the queue's dead letters
 //! with the reason; they never stop the worker or block the queue.
 //!
@@ -21,13 +21,14 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -223,6 +224,7 @@ impl WorkerBuilder {
             concurrency: self.concurrency,
             lease: self.lease,
             in_flight: Mutex::new(HashMap::new()),
+            runners: AtomicUsize::new(0),
             release: CancellationToken::new(),
         });
         let fetch = tokio::spawn(Arc::clone(&shared).fetch_loop(schedule, stop.clone()));
@@ -327,6 +329,8 @@ struct Shared {
     concurrency: usize,
     lease: Duration,
     in_flight: Mutex<HashMap<(Arc<str>, StreamId), InFlight>>,
+    /// The Tokio tasks that run fetched tasks, one after another.
+    runners: AtomicUsize,
     /// Cancelled to abandon every run in flight without recording its end:
     /// their tasks are released to other workers.
     release: CancellationToken,
@@ -341,6 +345,13 @@ struct Fetched {
     deliveries: u64,
 }
 
+/// A fetched task and the slot it holds, for a runner.
+type Job = (Fetched, OwnedSemaphorePermit);
+
+/// The jobs, for whichever runner is free: one waits on the channel while
+/// the others wait for the lock.
+type Jobs = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>;
+
 /// How long one fetch waits for a task before checking for a stop.
 const FETCH_BLOCK: Duration = Duration::from_millis(250);
 
@@ -349,6 +360,9 @@ impl Shared {
     /// and runs each; backend errors are logged and retried with backoff,
     /// never the end of the loop.
     async fn fetch_loop(self: Arc<Self>, mut schedule: Schedule, stop: CancellationToken) {
+        // Dropped when the loop ends: the runners end after their last job.
+        let (jobs, waiting) = mpsc::unbounded_channel();
+        let waiting: Jobs = Arc::new(tokio::sync::Mutex::new(waiting));
         let mut failures = 0u32;
         let mut cursors: HashMap<Arc<str>, StreamId> = HashMap::new();
         let mut next_reclaim = Instant::now();
@@ -399,10 +413,38 @@ impl Shared {
                         }
                     },
                 };
-                let this = Arc::clone(&self);
-                tokio::spawn(async move { this.process(task, permit).await });
+                // At least one runner per slot in use, so no job waits for
+                // a runner.
+                let in_use = self.concurrency - self.slots.available_permits();
+                if self.runners.load(Ordering::Relaxed) < in_use {
+                    self.runners.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(Arc::clone(&self).runner(Arc::clone(&waiting)));
+                }
+                let _ = jobs.send((task, permit));
             }
             self.release(surplus).await;
+        }
+    }
+
+    /// Runs jobs one after another until the fetch loop ends. Started as
+    /// slots are first used, and kept: a Tokio task spawned per run would
+    /// allocate and free its large future each time (with glibc, under an
+    /// arena lock the threads contend for).
+    async fn runner(self: Arc<Self>, jobs: Jobs) {
+        /// Counts the runner out however it ends, a panic included.
+        struct Counted<'a>(&'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _counted = Counted(&self.runners);
+        loop {
+            let job = jobs.lock().await.recv().await;
+            let Some((task, slot)) = job else {
+                return;
+            };
+            self.process(task, slot).await;
         }
     }
 
