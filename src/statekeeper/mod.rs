@@ -323,26 +323,38 @@ impl StateKeeper {
     /// known and was submitted before the finished tasks last forgotten, so
     /// its end went with them.
     pub(crate) async fn finished(&self, id: TaskId) -> Option<RunState> {
+        // A task awaited after it ended needs no registration.
+        if let Some(end) = self.end(id) {
+            return end;
+        }
         let awaiting = Awaiting::new(self, id);
         loop {
             let notified = awaiting.waiters.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let known = self.shard(id).lock().get(&id).map(|state| {
-                let over = state.state.is_final();
-                over.then(|| state.clone())
-            });
-            match known {
-                Some(Some(end)) => return Some(end),
-                Some(None) => {}
-                None => {
-                    let forgotten = self.forgotten_before.load(Ordering::Relaxed);
-                    if id.submitted_ms().is_some_and(|ms| ms < forgotten) {
-                        return None;
-                    }
-                }
+            if let Some(end) = self.end(id) {
+                return end;
             }
             notified.await;
+        }
+    }
+
+    /// How task `id` ended, `Some(None)` if that is forgotten, `None` while
+    /// it has not ended.
+    fn end(&self, id: TaskId) -> Option<Option<RunState>> {
+        let known = self.shard(id).lock().get(&id).map(|state| {
+            let over = state.state.is_final();
+            over.then(|| state.clone())
+        });
+        match known {
+            Some(Some(end)) => Some(Some(end)),
+            Some(None) => None,
+            None => {
+                let forgotten = self.forgotten_before.load(Ordering::Relaxed);
+                id.submitted_ms()
+                    .is_some_and(|ms| ms < forgotten)
+                    .then_some(None)
+            }
         }
     }
 
@@ -374,11 +386,15 @@ impl StateKeeper {
             }
         }
         if !ended.is_empty() {
+            // Woken outside the lock, which the awaiters take too.
             let awaited = self.awaited.lock();
-            for id in ended {
-                if let Some(waiters) = awaited.get(&id) {
-                    waiters.notify_waiters();
-                }
+            let waiters: Vec<Arc<Notify>> = ended
+                .iter()
+                .filter_map(|id| awaited.get(id).cloned())
+                .collect();
+            drop(awaited);
+            for waiters in waiters {
+                waiters.notify_waiters();
             }
         }
         if cancellation {
