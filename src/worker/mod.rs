@@ -755,8 +755,8 @@ impl Shared {
         let (progress, mut reports) = watch::channel(None);
         let context =
             TaskContext::reporting(envelope.id, envelope.attempt, cancel.clone(), progress);
-        // Boxed by `run`, like the rarer awaits below: the future spawned
-        // for each task is allocated and moved per task, so it is kept small.
+        // Boxed by `run` (its type is erased), like the rarer awaits below:
+        // every runner keeps a future of this function's size.
         let mut run = task.run(&envelope.args, context, timeout, self.release.clone());
         let outcome = loop {
             tokio::select! {
