@@ -4,9 +4,10 @@
 //! A worker fetches only as many tasks as it has free slots, runs them side
 //! by side on Tokio tasks it keeps for the purpose (a panic in a task is
 //! caught as a failure, not a crash), enforces timeouts, and acknowledges a
-//! task only after its final state is recorded. Tasks that can never run (an undecodable envelope or
-//! arguments, a name no registered task has) go to the queue's dead letters
-//! with the reason; they never stop the worker or block the queue.
+//! task only after its final state is recorded. Tasks that can never run
+//! (an undecodable envelope or arguments, a name no registered task has) go
+//! to the queue's dead letters with the reason; they never stop the worker
+//! or block the queue.
 //!
 //! A delivered task is leased to its worker: the worker renews the lease
 //! (resetting the entry's idle time in the group) while the task runs, and
