@@ -907,6 +907,39 @@ async fn delayed_tasks_survive_a_restart() {
     assert_eq!(calls(&key), 1);
 }
 
+/// A stopped worker lets go of the backend: the Tokio tasks that ran its
+/// tasks end with it, so once the handle is dropped nothing holds the
+/// engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_lets_go_of_the_backend() {
+    let engine = std::sync::Arc::new(orcastra::streams::Embedded::memory());
+    {
+        let orca = Orcastra::on(orcastra::streams::Backend::Memory(engine.clone()));
+        let worker = orca
+            .worker()
+            .concurrency(8)
+            .register(divide::task())
+            .start()
+            .await
+            .unwrap();
+        let args = (1..=64).map(|n| (n * 2, 2));
+        let handles = orca
+            .submit_many_with(divide::task(), args, orcastra::SubmitOptions::default())
+            .await
+            .unwrap();
+        for (n, handle) in (1..).zip(&handles) {
+            assert_eq!(handle.result().await.unwrap().unwrap(), n);
+        }
+        worker.stop().await;
+    }
+    // The handle's own tasks let go within a second or so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::sync::Arc::strong_count(&engine) > 1 {
+        assert!(Instant::now() < deadline, "the engine is still held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Two handles on one embedded engine: each passes over the state events
 /// it wrote (applied as it wrote them) and reads the other's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
