@@ -347,8 +347,7 @@ impl StateKeeper {
             over.then(|| state.clone())
         });
         match known {
-            Some(Some(end)) => Some(Some(end)),
-            Some(None) => None,
+            Some(over) => over.map(Some),
             None => {
                 let forgotten = self.forgotten_before.load(Ordering::Relaxed);
                 id.submitted_ms()
