@@ -92,7 +92,7 @@ async fn combine(inner: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<(Writ
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let written = write_batch(&inner, batch.iter_mut().map(|(w, _)| w)).await;
+        let written = write_batch(&inner, &mut batch).await;
         if let Err(error) = &written {
             // A task whose end or move was in it stays pending, and is
             // delivered again.
@@ -109,22 +109,16 @@ async fn combine(inner: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<(Writ
 }
 
 /// Adds, then records, then acknowledges: every caller's writes in order,
-/// one call per stream and stage.
-async fn write_batch<'a>(
-    inner: &Inner,
-    writes: impl Iterator<Item = &'a mut Write>,
-) -> Result<(), Arc<StreamError>> {
+/// one call per stream and stage. A write with nothing to acknowledge (a
+/// submission) is answered once its states are recorded.
+async fn write_batch(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), Arc<StreamError>> {
     let mut adds: HashMap<String, Vec<Fields>> = HashMap::new();
     let mut states = Vec::new();
-    let mut acks: HashMap<(Arc<str>, &'static str), Vec<StreamId>> = HashMap::new();
-    for write in writes {
+    for (write, _) in batch.iter_mut() {
         for (stream, fields) in write.adds.drain(..) {
             adds.entry(stream).or_default().push(fields);
         }
         states.extend(write.states.drain(..));
-        for (stream, group, id) in write.acks.drain(..) {
-            acks.entry((stream, group)).or_default().push(id);
-        }
     }
     let streams = &inner.streams;
     for (stream, entries) in adds {
@@ -143,6 +137,17 @@ async fn write_batch<'a>(
                 state.recorded_by(id);
             }
             inner.states.apply(unnoted);
+        }
+    }
+    let mut acks: HashMap<(Arc<str>, &'static str), Vec<StreamId>> = HashMap::new();
+    for (write, reply) in batch.iter_mut() {
+        if write.acks.is_empty()
+            && let Some(reply) = reply.take()
+        {
+            let _ = reply.send(Ok(()));
+        }
+        for (stream, group, id) in write.acks.drain(..) {
+            acks.entry((stream, group)).or_default().push(id);
         }
     }
     for ((stream, group), ids) in acks {
