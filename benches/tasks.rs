@@ -5,7 +5,11 @@
 //! - `noop_<backend>/c<N>_<producers>`: 4096 tasks per iteration, through a
 //!   worker of concurrency 1, 64 or 1024, submitted by one producer one at
 //!   a time (`p1`), by 64 concurrent producers one at a time each (`p64`),
-//!   or by one producer in one `submit_many` call (`batch`);
+//!   or by one producer in one `submit_many` call (`batch`); and the
+//!   sustained rate of one producer that keeps 4 `submit_many` calls of
+//!   1024 tasks in flight, awaiting the oldest's results before it submits
+//!   more, over all the iterations of a sample at once (`window`: no pause
+//!   while one iteration's last tasks run and the next's are encoded);
 //! - submit-to-start latency at light load (one task at a time) and how
 //!   late delayed tasks start, as percentiles;
 //! - the drain rate with 1 k and with 1 M tasks queued ahead.
@@ -15,6 +19,7 @@
 //! Run with `cargo bench --bench tasks` (`ORCASTRA_BENCH_QUICK=1` runs only
 //! concurrency 64 and 1024 with 64 producers and in batches).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +27,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use orcastra::log::{FsyncPolicy, LogOptions};
 use orcastra::prelude::*;
-use orcastra::{Orcastra, SubmitOptions};
+use orcastra::{Orcastra, SubmitOptions, TaskHandle};
 
 mod common;
 use common::rate;
@@ -104,7 +109,7 @@ fn main() {
     let producers: &[&str] = if quick {
         &["p64", "batch"]
     } else {
-        &["p1", "p64", "batch"]
+        &["p1", "p64", "batch", "window"]
     };
     let mut latencies = Vec::new();
     for backend in &backends {
@@ -128,8 +133,12 @@ fn main() {
                     b.iter_custom(|iters| {
                         rt.block_on(async {
                             let start = Instant::now();
-                            for _ in 0..iters {
-                                run_noops(&orca, mode).await;
+                            if mode == "window" {
+                                run_window(&orca, iters as usize * TASKS).await;
+                            } else {
+                                for _ in 0..iters {
+                                    run_noops(&orca, mode).await;
+                                }
                             }
                             start.elapsed()
                         })
@@ -230,6 +239,35 @@ async fn run_noops(orca: &Orcastra, mode: &str) {
             .await
             .unwrap(),
     };
+    await_all(handles).await;
+}
+
+/// Runs `tasks` no-op tasks (a multiple of `CHUNK`) through one producer
+/// that keeps `WINDOW` submissions in flight.
+async fn run_window(orca: &Orcastra, tasks: usize) {
+    const CHUNK: usize = 1024;
+    const WINDOW: usize = 4;
+    let mut in_flight = VecDeque::with_capacity(WINDOW);
+    for _ in 0..tasks / CHUNK {
+        if in_flight.len() == WINDOW {
+            await_all(in_flight.pop_front().expect("a full window")).await;
+        }
+        let chunk = orca
+            .submit_many_with(
+                noop::task(),
+                (0..CHUNK).map(|_| []),
+                SubmitOptions::default(),
+            )
+            .await
+            .unwrap();
+        in_flight.push_back(chunk);
+    }
+    for chunk in in_flight {
+        await_all(chunk).await;
+    }
+}
+
+async fn await_all(handles: Vec<TaskHandle<()>>) {
     for handle in handles {
         handle.result().await.unwrap().unwrap();
     }
