@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use orcastra::prelude::*;
 use orcastra::streams::{AddOptions, Bound, Clock, Streams, field};
-use orcastra::task::Envelope;
+use orcastra::task::{Envelope, TaskId};
 use orcastra::{Orcastra, TaskFailure};
 use tempfile::TempDir;
 use tokio::sync::Semaphore;
@@ -427,7 +427,7 @@ fn leases(s: &Subject, lease_ms: u64) -> orcastra::worker::WorkerBuilder {
 }
 
 async fn a_dead_workers_task_is_reclaimed_and_finished(s: Subject) {
-    let key = format!("reclaimed-{}", orcastra::task::TaskId::new());
+    let key = format!("reclaimed-{}", TaskId::new());
     let first = leases(&s, 200).start().await.unwrap();
     let handle = stubborn::submit(&s.orca, key.clone(), 1).await.unwrap();
     called(&key, 1).await;
@@ -440,7 +440,7 @@ async fn a_dead_workers_task_is_reclaimed_and_finished(s: Subject) {
 }
 
 async fn a_long_task_keeps_its_lease(s: Subject) {
-    let key = format!("leased-{}", orcastra::task::TaskId::new());
+    let key = format!("leased-{}", TaskId::new());
     let a = leases(&s, 300).start().await.unwrap();
     let b = leases(&s, 300).start().await.unwrap();
     // Four leases long: without renewals the other worker would run it too.
@@ -452,7 +452,7 @@ async fn a_long_task_keeps_its_lease(s: Subject) {
 }
 
 async fn a_poison_pill_goes_to_the_dead_letters(s: Subject) {
-    let key = format!("poison-{}", orcastra::task::TaskId::new());
+    let key = format!("poison-{}", TaskId::new());
     let handle = poison::submit(&s.orca, key.clone()).await.unwrap();
     // Each worker takes it and dies with it.
     for delivery in 1..=2 {
@@ -473,7 +473,7 @@ async fn a_poison_pill_goes_to_the_dead_letters(s: Subject) {
 }
 
 async fn stopping_releases_unfinished_tasks_at_once(s: Subject) {
-    let key = format!("released-{}", orcastra::task::TaskId::new());
+    let key = format!("released-{}", TaskId::new());
     // Leases so long that only a release can hand the task over in time.
     let first = leases(&s, 60_000).start().await.unwrap();
     let handle = stubborn::submit(&s.orca, key.clone(), 1).await.unwrap();
@@ -488,7 +488,7 @@ async fn stopping_releases_unfinished_tasks_at_once(s: Subject) {
 }
 
 async fn failures_are_retried_after_a_backoff(s: Subject) {
-    let key = format!("flaky-{}", orcastra::task::TaskId::new());
+    let key = format!("flaky-{}", TaskId::new());
     let worker = worker_for(&s, flaky::task()).await;
     let handle = flaky::submit(&s.orca, key.clone(), 2).await.unwrap();
     assert_eq!(handle.result().await.unwrap().unwrap(), 3);
@@ -505,7 +505,7 @@ async fn failures_are_retried_after_a_backoff(s: Subject) {
     );
 
     // Retries run out: the task fails with the last error.
-    let key = format!("flaky-{}", orcastra::task::TaskId::new());
+    let key = format!("flaky-{}", TaskId::new());
     let handle = flaky::submit(&s.orca, key.clone(), 10).await.unwrap();
     let failed = failure(&handle).await;
     assert_eq!(
@@ -516,7 +516,7 @@ async fn failures_are_retried_after_a_backoff(s: Subject) {
 }
 
 async fn delayed_tasks_run_on_time_and_once(s: Subject) {
-    let key = format!("delayed-{}", orcastra::task::TaskId::new());
+    let key = format!("delayed-{}", TaskId::new());
     // Two workers, so that a task leased early or queued twice would run twice.
     let a = worker_for(&s, flaky::task()).await;
     let b = worker_for(&s, flaky::task()).await;
@@ -542,9 +542,9 @@ async fn delayed_tasks_run_on_time_and_once(s: Subject) {
 }
 
 async fn cancelled_tasks_never_run_and_running_ones_are_told(s: Subject) {
-    let queued = format!("queued-{}", orcastra::task::TaskId::new());
-    let delayed = format!("delayed-{}", orcastra::task::TaskId::new());
-    let marker = format!("marker-{}", orcastra::task::TaskId::new());
+    let queued = format!("queued-{}", TaskId::new());
+    let delayed = format!("delayed-{}", TaskId::new());
+    let marker = format!("marker-{}", TaskId::new());
     let later = |ms| orcastra::SubmitOptions {
         delay: Some(Duration::from_millis(ms)),
         ..Default::default()
@@ -581,7 +581,7 @@ async fn cancelled_tasks_never_run_and_running_ones_are_told(s: Subject) {
     assert!(!s.orca.cancel(after.id()).await.unwrap(), "it has ended");
 
     // Cancelled while running: the task sees it and ends cancelled.
-    let key = format!("patient-{}", orcastra::task::TaskId::new());
+    let key = format!("patient-{}", TaskId::new());
     let running = patient::submit(&s.orca, key.clone()).await.unwrap();
     called(&key, 1).await;
     assert!(s.orca.cancel(running.id()).await.unwrap());
@@ -610,7 +610,7 @@ async fn running_tasks_report_progress(s: Subject) {
 }
 
 async fn priorities_come_first_but_never_starve_the_rest(s: Subject) {
-    let key = format!("ranked-{}", orcastra::task::TaskId::new());
+    let key = format!("ranked-{}", TaskId::new());
     let at = |priority| orcastra::SubmitOptions {
         priority: Some(priority),
         ..Default::default()
@@ -652,7 +652,7 @@ async fn priorities_come_first_but_never_starve_the_rest(s: Subject) {
 }
 
 async fn queues_are_served_by_weight(s: Subject) {
-    let key = format!("weights-{}", orcastra::task::TaskId::new());
+    let key = format!("weights-{}", TaskId::new());
     let options = orcastra::SubmitOptions::default();
     let heavies = (0..40).map(|_| (key.clone(),));
     let lights = (0..40).map(|_| (key.clone(),));
@@ -725,7 +725,7 @@ async fn state_events_reach_subscribers_and_results_go_after_their_time(s: Subje
 }
 
 async fn unique_tasks_are_one_task_while_unfinished(s: Subject) {
-    let key = format!("unique-{}", orcastra::task::TaskId::new());
+    let key = format!("unique-{}", TaskId::new());
     let mut unique = orcastra::SubmitOptions {
         unique_key: Some(key.clone()),
         ..Default::default()
@@ -836,7 +836,7 @@ async fn retries_wait_their_backoff_on_paused_time() {
         start: tokio::time::Instant::now(),
     };
     let orca = Orcastra::on_with_clock(backend, clock);
-    let key = format!("reluctant-{}", orcastra::task::TaskId::new());
+    let key = format!("reluctant-{}", TaskId::new());
     let worker = orca
         .worker()
         .register(reluctant::task())
@@ -863,7 +863,7 @@ async fn retries_wait_their_backoff_on_paused_time() {
 async fn delayed_tasks_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap().to_string();
-    let key = format!("restarted-{}", orcastra::task::TaskId::new());
+    let key = format!("restarted-{}", TaskId::new());
     let delay = Duration::from_millis(1500);
     let submitted = Instant::now();
     let id = {
@@ -938,6 +938,55 @@ async fn a_stopped_worker_lets_go_of_the_backend() {
         assert!(Instant::now() < deadline, "the engine is still held");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Past the bound, finished tasks' states leave memory, oldest first,
+/// except those a handle holds; awaiting one that left finds it forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_states_past_the_bound_leave_memory_unless_a_handle_holds_them() {
+    let orca = Orcastra::open("memory://").await.unwrap();
+    orca.keep_results_in_memory(8);
+    let worker = orca
+        .worker()
+        .concurrency(4)
+        .register(divide::task())
+        .start()
+        .await
+        .unwrap();
+    let submit = |n: i64| divide::submit(&orca, n * 2, 2);
+    // Held: all 20 results are there to await, past the bound of 8.
+    let mut held = Vec::new();
+    for n in 1..=20 {
+        held.push(submit(n).await.unwrap());
+    }
+    for (n, handle) in (1..).zip(&held) {
+        assert_eq!(handle.result().await.unwrap().unwrap(), n);
+    }
+    let early: Vec<TaskId> = held.iter().map(|handle| handle.id()).collect();
+    drop(held);
+    // Twenty more, each awaited and let go.
+    let mut late = Vec::new();
+    for n in 21..=40 {
+        let handle = submit(n).await.unwrap();
+        assert_eq!(handle.result().await.unwrap().unwrap(), n);
+        late.push(handle.id());
+    }
+    let in_memory = |ids: &[TaskId]| ids.iter().filter(|&&id| orca.state(id).is_some()).count();
+    // The last end may be taken in just after its result was seen.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_memory(&late) > 8 {
+        assert!(Instant::now() < deadline, "finished states stay in memory");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(in_memory(&early), 0, "the early ones left once let go");
+    assert_eq!(in_memory(&late), 8, "the latest eight stay");
+    assert_eq!(
+        orca.state(late[19]).map(|s| s.state),
+        Some(State::Succeeded)
+    );
+    let gone = orca.handle::<i64>(early[0]).result().await;
+    assert!(matches!(gone, Err(orcastra::Error::Forgotten(id)) if id == early[0]));
+    worker.stop().await;
 }
 
 /// Two handles on one embedded engine: each passes over the state events

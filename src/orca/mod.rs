@@ -76,7 +76,9 @@ pub enum Error {
     #[error("priority {0} is out of range: 0 (the default) to {MAX_PRIORITY} (the highest)")]
     Priority(u8),
     /// The task finished longer ago than results are kept
-    /// ([`Orcastra::keep_results`]): its result is gone.
+    /// ([`Orcastra::keep_results`]), or more finished tasks than are kept in
+    /// memory ended after it ([`Orcastra::keep_results_in_memory`]) while
+    /// no handle held it: its result is gone.
     #[error("task {0} ended longer ago than results are kept; its result is gone")]
     Forgotten(TaskId),
     /// A result does not decode as the task's output type.
@@ -253,6 +255,26 @@ impl Orcastra {
         self.inner.keep_changed.notify_waiters();
     }
 
+    /// Keeps the states of at most `max` finished tasks in memory (default
+    /// 100 000), besides those of tasks that a [`TaskHandle`] of this
+    /// process holds or that someone awaits: the oldest others leave, and
+    /// awaiting or looking one up then finds it forgotten, as if it were
+    /// older than [`keep_results`](Self::keep_results) (its events stay in
+    /// `orca:states` until then). Memory stays bounded however many tasks
+    /// run within the time results are kept.
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let orca = orcastra::Orcastra::open("memory://").await?;
+    /// orca.keep_results_in_memory(1_000_000);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn keep_results_in_memory(&self, max: usize) {
+        self.inner.states.keep_finished(max);
+    }
+
     /// Every state this process records or reads from now on, as it comes
     /// (a receiver that falls more than 4096 states behind loses the
     /// oldest and is told how many): for live views of tasks.
@@ -371,13 +393,22 @@ impl Orcastra {
             .map(|args| encode_args::<T>(&args))
             .collect::<Result<Vec<_>, _>>()?;
         let ids = self
-            .submit_encoded(T::NAME, defaults.queue, defaults.priority, args, options)
+            .submit_encoded(
+                T::NAME,
+                defaults.queue,
+                defaults.priority,
+                args,
+                options,
+                true,
+            )
             .await?;
-        Ok(ids.into_iter().map(|id| self.handle(id)).collect())
+        Ok(ids.into_iter().map(|id| self.held_handle(id)).collect())
     }
 
     /// Submits tasks of one kind whose arguments are encoded already:
-    /// what every way of submitting comes down to.
+    /// what every way of submitting comes down to. With `hold`, their
+    /// states are held in memory from before they can run, for handles
+    /// made from the ids (see [`held_handle`](Self::held_handle)).
     async fn submit_encoded(
         &self,
         name: &str,
@@ -385,6 +416,7 @@ impl Orcastra {
         default_priority: u8,
         args: Vec<Vec<u8>>,
         options: SubmitOptions,
+        hold: bool,
     ) -> Result<Vec<TaskId>, Error> {
         let now = self.inner.clock.now_ms();
         let not_before = options.not_before_ms.unwrap_or(0).max(match options.delay {
@@ -433,7 +465,19 @@ impl Orcastra {
             }
             ids.push(envelope.id);
         }
-        self.write(write).await?;
+        if hold {
+            for &id in &ids {
+                self.inner.states.hold(id);
+            }
+        }
+        if let Err(error) = self.write(write).await {
+            if hold {
+                for &id in &ids {
+                    self.inner.states.release(id);
+                }
+            }
+            return Err(error.into());
+        }
         Ok(ids)
     }
 
@@ -461,6 +505,12 @@ impl Orcastra {
     /// # }
     /// ```
     pub fn handle<O>(&self, id: TaskId) -> TaskHandle<O> {
+        self.inner.states.hold(id);
+        self.held_handle(id)
+    }
+
+    /// A handle on task `id`, whose state is held for it already.
+    fn held_handle<O>(&self, id: TaskId) -> TaskHandle<O> {
         TaskHandle {
             id,
             orcastra: self.clone(),
@@ -591,6 +641,13 @@ pub struct TaskHandle<T> {
     id: TaskId,
     orcastra: Orcastra,
     _output: PhantomData<fn() -> T>,
+}
+
+/// A task's state stays in memory while a handle on it exists.
+impl<T> Drop for TaskHandle<T> {
+    fn drop(&mut self) {
+        self.orcastra.inner.states.release(self.id);
+    }
 }
 
 impl<T: DeserializeOwned> TaskHandle<T> {

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -231,7 +231,7 @@ pub(crate) struct StateKeeper {
     /// The latest state of each task, in shards (by task id) under locks of
     /// their own: the writer taking in a batch of states and the workers
     /// and awaiters looking tasks up then rarely wait for each other.
-    states: [Mutex<HashMap<TaskId, RunState>>; SHARDS],
+    states: [Mutex<Shard>; SHARDS],
     /// The tasks someone awaits the end of, each with what wakes its
     /// waiters: a state wakes only those who wait for its task.
     awaited: Mutex<HashMap<TaskId, Arc<Notify>>>,
@@ -239,8 +239,14 @@ pub(crate) struct StateKeeper {
     cancelled: Notify,
     /// Every state taken in, for subscribers.
     events: broadcast::Sender<RunState>,
-    /// Finished tasks that ended before this time (ms) are forgotten.
+    /// Tasks submitted before this time (ms) that are not in `states` are
+    /// forgotten: they ended and their states left memory.
     forgotten_before: AtomicU64,
+    /// Finished tasks whose states are in memory, about in the order they
+    /// ended: past `max_finished` the oldest leave, except those held.
+    finished: Mutex<VecDeque<TaskId>>,
+    /// How many finished tasks' states stay in memory, besides held ones.
+    max_finished: AtomicUsize,
     /// The last event read.
     seen: Mutex<StreamId>,
     /// The events this process wrote, in order, each with its state until
@@ -252,6 +258,16 @@ pub(crate) struct StateKeeper {
     written_here: Mutex<VecDeque<(StreamId, Option<RunState>)>>,
 }
 
+/// The tasks of one shard of the state keeper.
+#[derive(Default)]
+struct Shard {
+    /// The latest state of each task.
+    states: HashMap<TaskId, RunState>,
+    /// Tasks whose states stay in memory however long ago they finished,
+    /// with how many holds: one per task handle.
+    held: HashMap<TaskId, usize>,
+}
+
 /// About the most events `written_here` holds; past that, the oldest
 /// applied ones are dropped and read back like anyone else's (harmless,
 /// only slower).
@@ -259,6 +275,10 @@ const WRITTEN_HERE: usize = 4096;
 
 /// Shards of the states map.
 const SHARDS: usize = 16;
+
+/// How many finished tasks' states stay in memory unless told otherwise:
+/// some tens of megabytes.
+pub(crate) const DEFAULT_MAX_FINISHED: usize = 100_000;
 
 impl Default for StateKeeper {
     fn default() -> Self {
@@ -268,6 +288,8 @@ impl Default for StateKeeper {
             cancelled: Notify::new(),
             events: broadcast::channel(EVENTS_BEHIND).0,
             forgotten_before: AtomicU64::new(0),
+            finished: Mutex::default(),
+            max_finished: AtomicUsize::new(DEFAULT_MAX_FINISHED),
             seen: Mutex::default(),
             written_here: Mutex::default(),
         }
@@ -280,11 +302,11 @@ const EVENTS_BEHIND: usize = 4096;
 impl StateKeeper {
     /// The latest state of task `id`, if this process has seen it.
     pub(crate) fn get(&self, id: TaskId) -> Option<RunState> {
-        self.shard(id).lock().get(&id).cloned()
+        self.shard(id).lock().states.get(&id).cloned()
     }
 
     /// The shard that holds task `id`'s state.
-    fn shard(&self, id: TaskId) -> &Mutex<HashMap<TaskId, RunState>> {
+    fn shard(&self, id: TaskId) -> &Mutex<Shard> {
         let hash = foldhash::fast::FixedState::default().hash_one(id);
         &self.states[hash as usize % SHARDS]
     }
@@ -300,6 +322,7 @@ impl StateKeeper {
         for shard in &self.states {
             shard
                 .lock()
+                .states
                 .retain(|_, state| !state.state.is_final() || state.updated_ms >= ms);
         }
         self.forgotten_before.fetch_max(ms, Ordering::Relaxed);
@@ -308,10 +331,68 @@ impl StateKeeper {
         }
     }
 
+    /// Keeps the states of at most `max` finished tasks in memory, besides
+    /// those held.
+    pub(crate) fn keep_finished(&self, max: usize) {
+        self.max_finished.store(max, Ordering::Relaxed);
+        self.leave_memory(&[]);
+    }
+
+    /// Keeps task `id`'s state in memory until [`release`](Self::release).
+    pub(crate) fn hold(&self, id: TaskId) {
+        *self.shard(id).lock().held.entry(id).or_default() += 1;
+    }
+
+    /// Undoes one [`hold`](Self::hold).
+    pub(crate) fn release(&self, id: TaskId) {
+        let held = &mut self.shard(id).lock().held;
+        if let Some(holds) = held.get_mut(&id) {
+            *holds -= 1;
+            if *holds == 0 {
+                held.remove(&id);
+            }
+        }
+    }
+
+    /// Takes note of the tasks that just `ended`, and lets the oldest
+    /// finished states past the bound leave memory. A held or awaited one
+    /// goes to the back instead; a bounded number are looked at per call,
+    /// so that many held ones cost no more than their turn.
+    fn leave_memory(&self, ended: &[TaskId]) {
+        let max = self.max_finished.load(Ordering::Relaxed);
+        let mut finished = self.finished.lock();
+        let mut turns = 2 * ended.len() + 16;
+        finished.extend(ended.iter().copied());
+        while finished.len() > max && turns > 0 {
+            turns -= 1;
+            let id = finished.pop_front().expect("more than max");
+            let mut shard = self.shard(id).lock();
+            if shard.held.contains_key(&id) || self.awaited.lock().contains_key(&id) {
+                finished.push_back(id);
+                continue;
+            }
+            // Not if it was revived since (a dead task requeued).
+            if shard
+                .states
+                .get(&id)
+                .is_some_and(|state| state.state.is_final())
+            {
+                shard.states.remove(&id);
+                let submitted = id.submitted_ms().unwrap_or(0);
+                self.forgotten_before
+                    .fetch_max(submitted.saturating_add(1), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Where task `id` stands and in which attempt, without copying the
     /// rest of its state.
     pub(crate) fn stage(&self, id: TaskId) -> Option<(State, u32)> {
-        self.shard(id).lock().get(&id).map(|s| (s.state, s.attempt))
+        self.shard(id)
+            .lock()
+            .states
+            .get(&id)
+            .map(|s| (s.state, s.attempt))
     }
 
     /// Completes when a `Cancelled` state is next taken in.
@@ -342,7 +423,7 @@ impl StateKeeper {
     /// How task `id` ended, `Some(None)` if that is forgotten, `None` while
     /// it has not ended.
     fn end(&self, id: TaskId) -> Option<Option<RunState>> {
-        let known = self.shard(id).lock().get(&id).map(|state| {
+        let known = self.shard(id).lock().states.get(&id).map(|state| {
             let over = state.state.is_final();
             over.then(|| state.clone())
         });
@@ -364,7 +445,7 @@ impl StateKeeper {
         let (mut cancellation, mut ended) = (false, Vec::new());
         for state in recorded {
             // Events go out under the lock: each task's in order.
-            let mut states = self.shard(state.id).lock();
+            let states = &mut self.shard(state.id).lock().states;
             // A final state stays, except a dead task requeued for a new
             // attempt (`Orcastra::requeue_dead`).
             let replaces = states.get(&state.id).is_none_or(|current| {
@@ -385,12 +466,15 @@ impl StateKeeper {
             }
         }
         if !ended.is_empty() {
-            // Woken outside the lock, which the awaiters take too.
-            let awaited = self.awaited.lock();
-            let waiters: Vec<Arc<Notify>> = ended
-                .iter()
-                .filter_map(|id| awaited.get(id).cloned())
-                .collect();
+            // While their awaiters are registered, which keeps their
+            // states in memory.
+            self.leave_memory(&ended);
+            // An ended task needs its waiters no more (one that comes
+            // later finds the end before it registers). Woken outside the
+            // lock, which the awaiters take too.
+            let mut awaited = self.awaited.lock();
+            let waiters: Vec<Arc<Notify>> =
+                ended.iter().filter_map(|id| awaited.remove(id)).collect();
             drop(awaited);
             for waiters in waiters {
                 waiters.notify_waiters();
@@ -506,8 +590,12 @@ impl<'a> Awaiting<'a> {
 impl Drop for Awaiting<'_> {
     fn drop(&mut self) {
         let mut awaited = self.keeper.awaited.lock();
-        // The map's and this one: no one else waits for the task.
-        if Arc::strong_count(&self.waiters) == 2 {
+        // Unless the task's end took it out already: the map's and this
+        // one, so no one else waits for the task.
+        let ours = awaited
+            .get(&self.id)
+            .is_some_and(|waiters| Arc::ptr_eq(waiters, &self.waiters));
+        if ours && Arc::strong_count(&self.waiters) == 2 {
             awaited.remove(&self.id);
         }
     }
