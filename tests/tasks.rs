@@ -221,6 +221,16 @@ async fn worker_for<T: orcastra::task::Task>(s: &Subject, task: T) -> orcastra::
     s.orca.worker().register(task).start().await.unwrap()
 }
 
+/// A worker of `divide` tasks running `concurrency` at once.
+async fn dividers(orca: &Orcastra, concurrency: usize) -> orcastra::worker::Worker {
+    orca.worker()
+        .concurrency(concurrency)
+        .register(divide::task())
+        .start()
+        .await
+        .unwrap()
+}
+
 /// A backend under test, and what keeps its files or server alive.
 struct Subject {
     orca: Orcastra,
@@ -263,14 +273,7 @@ async fn failure<T: serde::de::DeserializeOwned + std::fmt::Debug>(
 }
 
 async fn results_come_back(s: Subject) {
-    let worker = s
-        .orca
-        .worker()
-        .concurrency(4)
-        .register(divide::task())
-        .start()
-        .await
-        .unwrap();
+    let worker = dividers(&s.orca, 4).await;
     let handles: Vec<_> = submit_all((1..=20).map(|n| divide::submit(&s.orca, n * 10, 5))).await;
     for (n, handle) in (1..=20).zip(&handles) {
         assert_eq!(handle.result().await.unwrap().unwrap(), n * 2);
@@ -915,13 +918,7 @@ async fn a_stopped_worker_lets_go_of_the_backend() {
     let engine = std::sync::Arc::new(orcastra::streams::Embedded::memory());
     {
         let orca = Orcastra::on(orcastra::streams::Backend::Memory(engine.clone()));
-        let worker = orca
-            .worker()
-            .concurrency(8)
-            .register(divide::task())
-            .start()
-            .await
-            .unwrap();
+        let worker = dividers(&orca, 8).await;
         let args = (1..=64).map(|n| (n * 2, 2));
         let handles = orca
             .submit_many_with(divide::task(), args, orcastra::SubmitOptions::default())
@@ -946,13 +943,7 @@ async fn a_stopped_worker_lets_go_of_the_backend() {
 async fn finished_states_past_the_bound_leave_memory_unless_a_handle_holds_them() {
     let orca = Orcastra::open("memory://").await.unwrap();
     orca.keep_results_in_memory(8);
-    let worker = orca
-        .worker()
-        .concurrency(4)
-        .register(divide::task())
-        .start()
-        .await
-        .unwrap();
+    let worker = dividers(&orca, 4).await;
     let submit = |n: i64| divide::submit(&orca, n * 2, 2);
     // Held: all 20 results are there to await, past the bound of 8.
     let mut held = Vec::new();
@@ -997,13 +988,7 @@ async fn handles_on_one_engine_see_their_own_and_each_others_states() {
     let on_engine = || Orcastra::on(orcastra::streams::Backend::Memory(engine.clone()));
     let (producer, consumer) = (on_engine(), on_engine());
     let mut events = producer.subscribe();
-    let worker = consumer
-        .worker()
-        .concurrency(16)
-        .register(divide::task())
-        .start()
-        .await
-        .unwrap();
+    let worker = dividers(&consumer, 16).await;
     let args = (1..=200).map(|n| (n * 2, 2));
     let handles = producer
         .submit_many_with(divide::task(), args, orcastra::SubmitOptions::default())

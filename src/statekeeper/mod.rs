@@ -278,7 +278,7 @@ const SHARDS: usize = 16;
 
 /// How many finished tasks' states stay in memory unless told otherwise:
 /// some tens of megabytes.
-pub(crate) const DEFAULT_MAX_FINISHED: usize = 100_000;
+const DEFAULT_MAX_FINISHED: usize = 100_000;
 
 impl Default for StateKeeper {
     fn default() -> Self {
@@ -361,13 +361,17 @@ impl StateKeeper {
     fn leave_memory(&self, ended: &[TaskId]) {
         let max = self.max_finished.load(Ordering::Relaxed);
         let mut finished = self.finished.lock();
-        let mut turns = 2 * ended.len() + 16;
         finished.extend(ended.iter().copied());
+        if finished.len() <= max {
+            return;
+        }
+        let awaited = self.awaited.lock();
+        let mut turns = 2 * ended.len() + 16;
         while finished.len() > max && turns > 0 {
             turns -= 1;
             let id = finished.pop_front().expect("more than max");
             let mut shard = self.shard(id).lock();
-            if shard.held.contains_key(&id) || self.awaited.lock().contains_key(&id) {
+            if shard.held.contains_key(&id) || awaited.contains_key(&id) {
                 finished.push_back(id);
                 continue;
             }
