@@ -113,7 +113,7 @@ async fn combine(inner: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<(Writ
 /// submission) is answered once its states are recorded.
 async fn write_batch(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), Arc<StreamError>> {
     let mut adds: HashMap<String, Vec<Fields>> = HashMap::new();
-    let mut states = Vec::new();
+    let mut states = Vec::with_capacity(batch.iter().map(|(write, _)| write.states.len()).sum());
     for (write, _) in batch.iter_mut() {
         for (stream, fields) in write.adds.drain(..) {
             adds.entry(stream).or_default().push(fields);

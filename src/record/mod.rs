@@ -298,6 +298,16 @@ impl Encoder {
         self.ends.push(self.bytes.len());
     }
 
+    /// Forgets the records encoded so far, keeping the buffers for the
+    /// next ones unless they grew past `keep` bytes.
+    pub(crate) fn clear(&mut self, keep: usize) {
+        if self.bytes.capacity() > keep {
+            *self = Encoder::default();
+        }
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
     /// The records encoded so far, in order.
     pub(crate) fn records(&self) -> Vec<&[u8]> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());

@@ -508,15 +508,15 @@ impl StateKeeper {
         let Some(&first) = ids.first() else {
             return;
         };
-        let mut states: Vec<RunState> = self
-            .written_here
-            .lock()
-            .iter_mut()
-            .rev()
-            .take_while(|(id, _)| *id >= first)
-            .filter_map(|(_, state)| state.take())
-            .collect();
-        states.reverse();
+        let mut written = self.written_here.lock();
+        let from = written.partition_point(|(id, _)| *id < first);
+        let mut states = Vec::with_capacity(written.len() - from);
+        states.extend(
+            written
+                .range_mut(from..)
+                .filter_map(|(_, state)| state.take()),
+        );
+        drop(written);
         self.apply(states);
     }
 

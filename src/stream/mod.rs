@@ -44,6 +44,8 @@ use crate::streams::{
 
 /// How many records a range scan reads from the log at a time.
 const SCAN_BATCH: usize = 256;
+/// An append's encoder that grew past this many bytes is not kept.
+const KEPT_ENCODER_BYTES: usize = 4 << 20;
 /// XAUTOCLAIM examines at most this many pending entries per entry it may claim.
 const AUTOCLAIM_ATTEMPTS: usize = 10;
 
@@ -65,6 +67,9 @@ pub(crate) struct Stream<L: Log> {
 
 struct Inner {
     state: State,
+    /// Reused by each append, so that its buffers are not grown anew for
+    /// every batch.
+    encoder: Encoder,
     /// Journal bytes written since the last snapshot, and that snapshot's size.
     since_snapshot: u64,
     last_snapshot: u64,
@@ -104,6 +109,7 @@ impl<L: Log> Stream<L> {
             journal,
             inner: Mutex::new(Inner {
                 state: State::default(),
+                encoder: Encoder::default(),
                 since_snapshot: replayed,
                 last_snapshot: 0,
             }),
@@ -341,10 +347,12 @@ impl<L: Log> Stream<L> {
             let now = clock.now_ms();
             let mut last = inner.state.meta.last_id;
             let mut ids = Vec::with_capacity(batch.len());
-            let mut records = Encoder::default();
+            let inner = &mut *inner;
+            let records = &mut inner.encoder;
+            records.clear(KEPT_ENCODER_BYTES);
             for (i, entry) in batch.iter().enumerate() {
                 let next = next_id(last, if i == 0 { id } else { AddId::Auto }, now)?;
-                entry.encode(next, now, &mut records);
+                entry.encode(next, now, records);
                 ids.push(next);
                 last = next;
             }
