@@ -4,16 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use orcastra::StreamId;
-use orcastra::log::{LogOptions, SegmentLog, TextLog};
+use orcastra::log::storage::{SimStorage, Storage};
+use orcastra::log::{FsyncPolicy, LogOptions, SegmentLog, TextLog};
 use orcastra::streams::{
     AddOptions, AutoClaim, Bound, ClaimOptions, Clock, Embedded, FileLog, FileStore, GroupRead,
-    GroupStart, ManualClock, PendingQuery, ReadGroupOptions, Streams, Trim,
+    GroupStart, ManualClock, PendingQuery, ReadGroupOptions, StreamError, Streams, Trim,
 };
 use proptest::prelude::*;
 
@@ -31,7 +33,16 @@ fn open<L: FileLog>(
     clock: &Arc<ManualClock>,
     snapshot_bytes: u64,
 ) -> Embedded<FileStore<L>> {
-    let store = FileStore::<L>::new(dir, LogOptions::default().segment_bytes(64 << 10));
+    open_with(dir, LogOptions::default(), clock, snapshot_bytes)
+}
+
+fn open_with<L: FileLog>(
+    dir: &Path,
+    options: LogOptions,
+    clock: &Arc<ManualClock>,
+    snapshot_bytes: u64,
+) -> Embedded<FileStore<L>> {
+    let store = FileStore::<L>::new(dir, options.segment_bytes(64 << 10));
     Embedded::open(store)
         .with_clock(Arc::clone(clock))
         .with_snapshot_bytes(snapshot_bytes)
@@ -251,6 +262,103 @@ async fn snapshots_keep_the_journal_short() {
     );
     let s = open::<SegmentLog>(dir.path(), &clock, 4096);
     assert_eq!(describe(&s).await, before);
+}
+
+/// Step `step` of a run of group reads and acknowledgements (the journal
+/// only): even steps read 10 new entries, odd ones acknowledge half of them.
+async fn group_step(
+    s: &impl Streams,
+    step: usize,
+    read: &mut Vec<StreamId>,
+) -> Result<(), StreamError> {
+    if step.is_multiple_of(2) {
+        let options = ReadGroupOptions {
+            count: Some(10),
+            ..ReadGroupOptions::default()
+        };
+        let got = s
+            .read_group("g", "alice", &[("s", GroupRead::New)], options)
+            .await?;
+        *read = got
+            .into_iter()
+            .flat_map(|(_, entries)| entries)
+            .map(|e| e.id)
+            .collect();
+    } else {
+        s.ack("s", "g", &read[..read.len() / 2]).await?;
+    }
+    Ok(())
+}
+
+/// The journal segments a snapshot makes unneeded go only once the
+/// snapshot is durable. The step that writes a snapshot (and, done, drops
+/// a segment) has its fsync fail, and the power goes before anything else
+/// is synced: reopened, the stream is as that step found it (removing the
+/// segments at once, the snapshot was lost with the power and what the
+/// segments said with them).
+#[tokio::test]
+async fn a_snapshot_that_never_became_durable_leaves_the_journal_whole() {
+    const STEPS: usize = 400;
+    let root = Path::new("/data");
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let journal = root.join("s-s").join("journal");
+    let first_segment = |sim: &SimStorage| {
+        let names = sim.list(&journal).unwrap();
+        names
+            .iter()
+            .filter_map(|name| name.to_str()?.strip_suffix(".log")?.parse::<u64>().ok())
+            .min()
+    };
+    let start = |sim: &SimStorage| {
+        let options = LogOptions::default()
+            .fsync(FsyncPolicy::Batch)
+            .storage(sim.clone());
+        open_with::<SegmentLog>(root, options, &clock, 4096)
+    };
+    let prepare = async |s: &Embedded<FileStore<SegmentLog>>| {
+        for ms in 1..=3000 {
+            add(s, ms).await;
+        }
+        s.create_group("s", "g", GroupStart::After(StreamId::MIN), false)
+            .await
+            .unwrap();
+    };
+    // Without faults: the steps after which a journal segment was gone.
+    let dropping = {
+        let sim = SimStorage::new(1);
+        let s = start(&sim);
+        prepare(&s).await;
+        let (mut read, mut steps) = (Vec::new(), Vec::new());
+        let mut first = first_segment(&sim);
+        for step in 0..STEPS {
+            group_step(&s, step, &mut read).await.unwrap();
+            let now = first_segment(&sim);
+            if now != first {
+                steps.push(step);
+                first = now;
+            }
+        }
+        steps
+    };
+    assert!(
+        dropping.len() >= 2,
+        "segments dropped after steps {dropping:?}"
+    );
+    for &failing in &dropping[..2] {
+        let sim = SimStorage::new(failing as u64);
+        let s = start(&sim);
+        prepare(&s).await;
+        let mut read = Vec::new();
+        for step in 0..failing {
+            group_step(&s, step, &mut read).await.unwrap();
+        }
+        let before = describe(&s).await;
+        sim.fail_next_sync(io::ErrorKind::Other);
+        assert!(group_step(&s, failing, &mut read).await.is_err());
+        drop(s);
+        sim.power_loss();
+        assert_eq!(describe(&start(&sim)).await, before, "step {failing}");
+    }
 }
 
 // ---------------------------------------------------------------- model test
