@@ -9,6 +9,9 @@ use parking_lot::RwLock;
 use super::commit::Committer;
 use super::{Log, LogError, LogOptions, Offset, check_record_sizes, read_bounds};
 
+/// Dropping at least this many records frees them on a thread of its own.
+const FREED_ELSEWHERE: usize = 4096;
+
 /// A [`Log`] in memory. Nothing survives the process; every append is
 /// "durable" at once.
 ///
@@ -119,9 +122,16 @@ impl Log for MemoryLog {
                 std::mem::replace(&mut log.items, kept)
             }
         };
-        // Freed outside the lock: a million records take tens of
-        // milliseconds, which appends and reads would wait for.
-        drop::<VecDeque<Bytes>>(dropped);
+        // Freed outside the lock, and, if many, on a thread of their own:
+        // tens of thousands of records take milliseconds to free (a million
+        // tens of milliseconds), which appends and reads would wait for,
+        // and so would the operation that made them unneeded (see
+        // `Stream::wait`). If no thread can start, they are freed here.
+        if dropped.len() >= FREED_ELSEWHERE {
+            let _ = std::thread::Builder::new()
+                .name("orcastra-free".into())
+                .spawn(move || drop::<VecDeque<Bytes>>(dropped));
+        }
         Ok(())
     }
 
