@@ -12,7 +12,7 @@
 //!   while one iteration's last tasks run and the next's are encoded);
 //! - submit-to-start latency at light load (one task at a time) and how
 //!   late delayed tasks start, as percentiles;
-//! - the drain rate with 1 k and with 1 M tasks queued ahead.
+//! - the sustained rate with 1 k and with 1 M tasks queued ahead.
 //!
 //! Backends: memory, the segment log with fsync `never` and `batch`, and,
 //! with `--features redis`, a `redis-server` from PATH without persistence.
@@ -194,7 +194,7 @@ fn main() {
     println!("## Backlog (segment never, concurrency 64, median of 3)");
     println!();
     println!(
-        "drain rate with 1 M queued / with 1 k queued: {:.0}/s / {:.0}/s = {:.2}x",
+        "rate with 1 M queued ahead / with 1 k queued ahead: {:.0}/s / {:.0}/s = {:.2}x",
         backlog.0,
         backlog.1,
         backlog.0 / backlog.1
@@ -333,8 +333,7 @@ fn percentiles(nanos: &mut [u64], quantiles: &[f64]) -> Vec<u64> {
         .collect()
 }
 
-/// Tasks/s draining 1 k queued tasks, against draining the first 500 k of
-/// 1 M queued ones (medians of 3).
+/// Tasks/s with 1 M queued ahead, against 1 k (medians of 3).
 async fn backlog_ratio(dir: &str) -> (f64, f64) {
     let orca = Orcastra::open_with(dir, LogOptions::default().fsync(FsyncPolicy::Never))
         .await
@@ -342,30 +341,32 @@ async fn backlog_ratio(dir: &str) -> (f64, f64) {
     let mut big = Vec::new();
     let mut small = Vec::new();
     for _ in 0..3 {
-        // 1 k queued: drained 100 times over, each time from a full 1 k.
-        let mut elapsed = Duration::ZERO;
-        for _ in 0..100 {
-            elapsed += drain(&orca, 1000, 1000).await;
-        }
-        small.push(100_000.0 / elapsed.as_secs_f64());
-        big.push(500_000.0 / drain(&orca, 1_000_000, 500_000).await.as_secs_f64());
+        small.push(rate_with_backlog(&orca, 1 << 10).await);
+        big.push(rate_with_backlog(&orca, 1 << 20).await);
     }
     (median(big), median(small))
 }
 
-/// Queues `queued` no-op tasks, then times a worker of concurrency 64
-/// finishing the first `measured` of them; the rest are drained untimed.
-async fn drain(orca: &Orcastra, queued: usize, measured: usize) -> Duration {
-    let mut handles = Vec::with_capacity(queued);
-    while handles.len() < queued {
-        let n = (queued - handles.len()).min(TASKS);
-        let more = orca
-            .submit_many_with(noop::task(), (0..n).map(|_| []), SubmitOptions::default())
-            .await
-            .unwrap();
-        handles.extend(more);
+/// The sustained rate of a worker of concurrency 64 while `backlog` tasks
+/// wait ahead of each new one: `backlog` are queued before it starts, and
+/// one producer submits a chunk whenever a chunk of the oldest has
+/// finished, so the queue stays that long and both runs do the same work
+/// per task (submit, run, await). Timed after a warm-up, over `MEASURED`.
+async fn rate_with_backlog(orca: &Orcastra, backlog: usize) -> f64 {
+    const CHUNK: usize = 1 << 10;
+    const WARM_UP: usize = 20 * CHUNK;
+    const MEASURED: usize = 200 * CHUNK;
+    let submit = || {
+        orca.submit_many_with(
+            noop::task(),
+            (0..CHUNK).map(|_| []),
+            SubmitOptions::default(),
+        )
+    };
+    let mut queued = VecDeque::with_capacity(backlog / CHUNK);
+    for _ in 0..backlog / CHUNK {
+        queued.push_back(submit().await.unwrap());
     }
-    let start = Instant::now();
     let worker = orca
         .worker()
         .concurrency(64)
@@ -373,15 +374,20 @@ async fn drain(orca: &Orcastra, queued: usize, measured: usize) -> Duration {
         .start()
         .await
         .unwrap();
-    for handle in &handles[..measured] {
-        handle.result().await.unwrap().unwrap();
+    let mut start = Instant::now();
+    for done in 0..(WARM_UP + MEASURED) / CHUNK {
+        if done * CHUNK == WARM_UP {
+            start = Instant::now();
+        }
+        await_all(queued.pop_front().expect("a backlog")).await;
+        queued.push_back(submit().await.unwrap());
     }
     let elapsed = start.elapsed();
-    for handle in &handles[measured..] {
-        handle.result().await.unwrap().unwrap();
+    for chunk in queued {
+        await_all(chunk).await;
     }
     worker.stop().await;
-    elapsed
+    MEASURED as f64 / elapsed.as_secs_f64()
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
