@@ -303,9 +303,10 @@ impl Encoder {
     pub(crate) fn clear(&mut self, keep: usize) {
         if self.bytes.capacity() > keep {
             *self = Encoder::default();
+        } else {
+            self.bytes.clear();
+            self.ends.clear();
         }
-        self.bytes.clear();
-        self.ends.clear();
     }
 
     /// The records encoded so far, in order.
