@@ -12,7 +12,11 @@
 //!   while one iteration's last tasks run and the next's are encoded);
 //! - submit-to-start latency at light load (one task at a time) and how
 //!   late delayed tasks start, as percentiles;
-//! - the sustained rate with 1 k and with 1 M tasks queued ahead.
+//! - the sustained rate with 1 k and with 1 M tasks queued ahead;
+//! - `floor/segment_never`: the engine's share, the records a no-op task
+//!   writes (its queue entry, three state events, the group's delivery and
+//!   acknowledgement), taken from the segment `never` run and written
+//!   straight through `Streams` in batches of 1024, with no task layer.
 //!
 //! Backends: memory, the segment log with fsync `never` and `batch`, and,
 //! with `--features redis`, a `redis-server` from PATH without persistence.
@@ -27,6 +31,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use orcastra::log::{FsyncPolicy, LogOptions};
 use orcastra::prelude::*;
+use orcastra::streams::{Bound, Fields, GroupRead, GroupStart, ReadGroupOptions, Streams};
 use orcastra::{Orcastra, SubmitOptions, TaskHandle};
 
 mod common;
@@ -148,6 +153,16 @@ fn main() {
             rt.block_on(worker.stop());
         }
         group.finish();
+        if backend.name == "segment_never" {
+            let records = rt.block_on(records_of_a_task(&orca));
+            c.benchmark_group("floor")
+                .throughput(Throughput::Elements(TASKS as u64))
+                .bench_function("segment_never", |b| {
+                    b.iter_custom(|iters| {
+                        rt.block_on(write_records(&orca, &records, iters as usize * TASKS))
+                    })
+                });
+        }
         if !quick {
             latencies.push((backend.name, rt.block_on(latency(&orca))));
         }
@@ -175,6 +190,19 @@ fn main() {
                 .collect();
             println!("| {concurrency} | {mode} | {} |", rates.join(" | "));
         }
+    }
+    if let (Some(floor), Some(tasks)) = (
+        rate("floor/segment_never", TASKS as f64),
+        rate("noop_segment_never/c1024_batch", TASKS as f64),
+    ) {
+        println!();
+        println!("## The task layer against the engine's floor (segment never)");
+        println!();
+        println!(
+            "no-op tasks (c1024 batch) / their records through `Streams` alone: \
+             {tasks:.0}/s / {floor:.0}/s = {:.2}x",
+            tasks / floor
+        );
     }
     let Some(backlog) = backlog else {
         return;
@@ -388,6 +416,98 @@ async fn rate_with_backlog(orca: &Orcastra, backlog: usize) -> f64 {
     }
     worker.stop().await;
     MEASURED as f64 / elapsed.as_secs_f64()
+}
+
+/// What one no-op task wrote: its queue entry's fields and those of its
+/// `queued`, `running` and `succeeded` events.
+struct TaskRecords {
+    entry: Fields,
+    states: [Fields; 3],
+}
+
+/// Runs one no-op task on `orca` and reads its records back (again, in
+/// the unlikely case that housekeeping trimmed its entry meanwhile).
+async fn records_of_a_task(orca: &Orcastra) -> TaskRecords {
+    let worker = orca.worker().register(noop::task()).start().await.unwrap();
+    let streams = orca.streams();
+    let newest = |stream: &'static str| async move {
+        streams
+            .rev_range(stream, Bound::Max, Bound::Min, Some(16))
+            .await
+            .unwrap()
+    };
+    let records = loop {
+        let handle = noop::submit(orca).await.unwrap();
+        handle.result().await.unwrap().unwrap();
+        let id = handle.id().to_string();
+        let events = newest("orca:states").await;
+        let event = |state: &str| {
+            let has = |fields: &Fields, name: &[u8], value: &[u8]| {
+                fields
+                    .iter()
+                    .any(|(f, v)| &f[..] == name && &v[..] == value)
+            };
+            let event = events.iter().find(|event| {
+                has(&event.fields, b"id", id.as_bytes())
+                    && has(&event.fields, b"state", state.as_bytes())
+            });
+            event.map(|event| event.fields.clone())
+        };
+        let entry = newest("orca:queue:default").await.into_iter().next();
+        if let (Some(entry), Some(queued), Some(running), Some(succeeded)) =
+            (entry, event("queued"), event("running"), event("succeeded"))
+        {
+            break TaskRecords {
+                entry: entry.fields,
+                states: [queued, running, succeeded],
+            };
+        }
+    };
+    worker.stop().await;
+    records
+}
+
+/// Writes the records of `tasks` no-op tasks (a multiple of 1024) the way
+/// the task layer does, in batches of 1024, with no task layer: add the
+/// entries, their `queued` events, read them as the workers' group,
+/// `running` and `succeeded` events, acknowledge.
+async fn write_records(orca: &Orcastra, records: &TaskRecords, tasks: usize) -> Duration {
+    const BATCH: usize = 1024;
+    const QUEUE: &str = "floor:queue";
+    const STATES: &str = "floor:states";
+    let streams = orca.streams();
+    // Exists from the first call on.
+    let _ = streams
+        .create_group(QUEUE, "floor", GroupStart::After(Default::default()), true)
+        .await;
+    let batch = |fields: &Fields| vec![fields.clone(); BATCH];
+    let [queued, running, succeeded] = &records.states;
+    let start = Instant::now();
+    for _ in 0..tasks / BATCH {
+        streams
+            .add_batch(QUEUE, batch(&records.entry))
+            .await
+            .unwrap();
+        streams.add_batch(STATES, batch(queued)).await.unwrap();
+        let options = ReadGroupOptions {
+            count: Some(BATCH),
+            ..Default::default()
+        };
+        let read = streams
+            .read_group("floor", "c", &[(QUEUE, GroupRead::New)], options)
+            .await
+            .unwrap();
+        let ids: Vec<_> = read
+            .into_iter()
+            .flat_map(|(_, e)| e)
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids.len(), BATCH);
+        streams.add_batch(STATES, batch(running)).await.unwrap();
+        streams.add_batch(STATES, batch(succeeded)).await.unwrap();
+        streams.ack(QUEUE, "floor", &ids).await.unwrap();
+    }
+    start.elapsed()
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
