@@ -426,7 +426,18 @@ async fn reads_from_any_id_follow_any_earlier_read<T: Subject>(t: T) {
     }
     for (last, count) in [(0, 3), (10, 1), (21, 5), (38, 10), (40, 1), (7, 100)] {
         let read = [("s", ReadFrom::After(id(last, 0)))];
-        s.read(&read, Some(count), None).await.unwrap();
+        let got = s.read(&read, Some(count), None).await.unwrap();
+        // A reader that comes back for what follows its last entry.
+        if let Some(end) = got.first().and_then(|(_, entries)| ids(entries).pop()) {
+            let read = [("s", ReadFrom::After(id(end, 0)))];
+            let next = s.read(&read, Some(2), None).await.unwrap();
+            let expected: Vec<u64> = (end + 2..=40).step_by(2).take(2).collect();
+            assert_eq!(
+                next.first().map_or(vec![], |(_, entries)| ids(entries)),
+                expected,
+                "after {end}, read last"
+            );
+        }
         for probe in 0..=42 {
             let after: Vec<u64> = (2..=40).step_by(2).filter(|&ms| ms > probe).collect();
             let read = [("s", ReadFrom::After(id(probe, 0)))];

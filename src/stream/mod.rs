@@ -173,12 +173,15 @@ impl<L: Log> Stream<L> {
 
     /// The first offset in `lo..hi` whose id is at least `id` (`hi` if none).
     fn lower_bound(&self, id: StreamId, mut lo: u64, mut hi: u64) -> Result<u64, StreamError> {
-        // A reader that comes back for what follows its last entry finds
-        // it without searching the whole stream.
+        // A reader that comes back for what follows its last entry finds it
+        // right after that entry (ids only grow), reading no record; one
+        // that looks near it searches one side only.
         if let Some((read, offset)) = *self.last_read.lock()
             && (lo..hi).contains(&offset)
         {
-            if read < id {
+            if read.next() == Some(id) {
+                return Ok(offset + 1);
+            } else if read < id {
                 lo = offset + 1;
             } else {
                 hi = offset;
