@@ -129,6 +129,9 @@ impl Default for LogOptions {
 /// The largest segment: positions in the index are 32-bit.
 const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 
+/// The most `max_record_bytes` may be: half the largest segment.
+pub(crate) const MAX_RECORD_BYTES: usize = (MAX_SEGMENT_BYTES / 2) as usize;
+
 impl LogOptions {
     /// When to fsync (default [`FsyncPolicy::Batch`]).
     pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
@@ -194,7 +197,7 @@ impl LogOptions {
                 self.index_interval_bytes
             ));
         }
-        if self.max_record_bytes as u64 > MAX_SEGMENT_BYTES / 2 {
+        if self.max_record_bytes > MAX_RECORD_BYTES {
             return bad(format!(
                 "max_record_bytes must be at most 512 MiB, not {}",
                 self.max_record_bytes

@@ -165,6 +165,11 @@ impl Record {
     }
 
     /// The record as a Cap'n Proto message (a multiple of 8 bytes).
+    ///
+    /// # Panics
+    ///
+    /// If a name or value is 512 MiB or more, which Cap'n Proto cannot
+    /// hold (no log takes such a record either).
     pub fn encode(&self) -> Vec<u8> {
         let mut encoder = Encoder::default();
         encoder.push(
@@ -173,6 +178,9 @@ impl Record {
             borrowed(&self.fields),
             borrowed(&self.headers),
         );
+        if let Some(size) = encoder.too_large() {
+            panic!("a record of {size} bytes has a name or value too large for Cap'n Proto");
+        }
         encoder.bytes
     }
 
@@ -221,12 +229,14 @@ fn borrowed(pairs: &[(Bytes, Bytes)]) -> impl Pairs<'_> {
     pairs.iter().map(|(name, value)| (&name[..], &value[..]))
 }
 
-/// How many pairs there are, and the words they take in a message: a
-/// name and a value pointer each, and their bytes padded to words.
-fn measure<'a>(pairs: impl Pairs<'a>) -> (usize, usize) {
-    pairs.fold((0, 0), |(count, words), (name, value)| {
+/// How many pairs there are, the words they take in a message (a name and
+/// a value pointer each, and their bytes padded to words), and the length
+/// of the longest name or value.
+fn measure<'a>(pairs: impl Pairs<'a>) -> (usize, usize, usize) {
+    pairs.fold((0, 0, 0), |(count, words, longest), (name, value)| {
         let data = name.len().div_ceil(8) + value.len().div_ceil(8);
-        (count + 1, words + 2 + data)
+        let longest = longest.max(name.len()).max(value.len());
+        (count + 1, words + 2 + data, longest)
     })
 }
 
@@ -259,6 +269,9 @@ pub(crate) struct Encoder {
     bytes: Vec<u8>,
     /// Where each record ends in `bytes`.
     ends: Vec<usize>,
+    /// The size of the largest record left out because Cap'n Proto cannot
+    /// hold it (a name or value of 512 MiB or more), if any.
+    too_large: Option<usize>,
 }
 
 impl Encoder {
@@ -271,8 +284,17 @@ impl Encoder {
         fields: impl Pairs<'a>,
         headers: impl Pairs<'b>,
     ) {
-        write_record(&mut self.bytes, id, timestamp_ms, fields, headers);
-        self.ends.push(self.bytes.len());
+        match write_record(&mut self.bytes, id, timestamp_ms, fields, headers) {
+            Ok(()) => self.ends.push(self.bytes.len()),
+            Err(size) => self.too_large = self.too_large.max(Some(size)),
+        }
+    }
+
+    /// The size of the largest record too large to encode since the last
+    /// [`clear`](Self::clear): such a record is left out, and its batch
+    /// must not be written.
+    pub(crate) fn too_large(&self) -> Option<usize> {
+        self.too_large
     }
 
     /// Forgets the records encoded so far, keeping the buffers for the
@@ -283,6 +305,7 @@ impl Encoder {
         } else {
             self.bytes.clear();
             self.ends.clear();
+            self.too_large = None;
         }
     }
 
@@ -344,27 +367,34 @@ pub(crate) fn read_message<T>(
 /// per field), each name and value after it in order, padded to words;
 /// then the headers the same way, if there are any (none is a null
 /// pointer).
+///
+/// A record Cap'n Proto cannot hold (a name or value, or a list's words,
+/// of 2^29 or more) is not written: the error is its size in bytes.
 fn write_record<'a, 'b>(
     out: &mut Vec<u8>,
     id: StreamId,
     timestamp_ms: u64,
     fields: impl Pairs<'a>,
     headers: impl Pairs<'b>,
-) {
+) -> Result<(), usize> {
     let fields_size = measure(fields.clone());
     let headers_size = measure(headers.clone());
     // The root pointer and struct, then each list's tag word and its
     // fields (the fields list is there even if empty, the headers' not).
     let headers_words = match headers_size {
-        (0, _) => 0,
-        (_, words) => 1 + words,
+        (0, ..) => 0,
+        (_, words, _) => 1 + words,
     };
     let words = 6 + 1 + fields_size.1 + headers_words;
+    let longest = fields_size.2.max(headers_size.2);
+    if longest >= MAX_LIST || fields_size.1.max(headers_size.1) >= MAX_LIST {
+        return Err(8 + 8 * words);
+    }
     let start = out.len();
     out.resize(start + 8 + 8 * words, 0);
     let message = &mut out[start..];
-    let segment_words = u32::try_from(words).expect("a record under 32 GiB");
-    message[4..8].copy_from_slice(&segment_words.to_le_bytes());
+    // Under 2^32: each list is under 2^29 words, and there are two.
+    message[4..8].copy_from_slice(&(words as u32).to_le_bytes());
     let mut segment = Segment(&mut message[8..]);
     segment.put(0, struct_pointer(0, 3, 2));
     segment.put(1, timestamp_ms);
@@ -376,7 +406,11 @@ fn write_record<'a, 'b>(
         count => segment.put_list(5, next, count, headers),
     };
     debug_assert_eq!(end, words);
+    Ok(())
 }
+
+/// Cap'n Proto's bound on a list's elements (bytes, or words of structs).
+const MAX_LIST: usize = 1 << 29;
 
 /// A message segment being written, addressed in words.
 struct Segment<'a>(&'a mut [u8]);
@@ -423,12 +457,9 @@ fn struct_pointer(offset: usize, data_words: u16, pointers: u16) -> u64 {
 }
 
 /// A list pointer (kind 1) at word `at` to the list at word `target`, of
-/// `count` elements (words, for an inline-composite list) of `size`.
+/// `count` elements (words, for an inline-composite list) of `size`;
+/// `count` is under [`MAX_LIST`].
 fn list_pointer(at: usize, target: usize, size: u32, count: usize) -> u64 {
-    assert!(
-        count < 1 << 29,
-        "Cap'n Proto lists are limited to 2^29 elements"
-    );
     let lower = (((target - at - 1) as u32) << 2) | 1;
     let upper = ((count as u32) << 3) | size;
     u64::from(lower) | (u64::from(upper) << 32)

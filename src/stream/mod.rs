@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 use self::journal::{Event, Replay};
 use self::state::{Meta, State};
 use crate::group::{Cursor, Group};
-use crate::log::{Log, Offset};
+use crate::log::{Log, LogError, MAX_RECORD_BYTES, Offset};
 use crate::record::{Encoder, NewEntry, Record, StreamId};
 use crate::streams::{
     AddId, AutoClaim, AutoClaimed, Bound, ClaimOptions, Clock, ConsumerInfo, Entry, Fields,
@@ -377,6 +377,11 @@ impl<L: Log> Stream<L> {
                 entry.encode(next, now, records);
                 ids.push(next);
                 last = next;
+            }
+            if let Some(size) = records.too_large() {
+                // Larger than any log takes: refused before it is written.
+                let max = MAX_RECORD_BYTES;
+                return Err(LogError::RecordTooLarge { size, max }.into());
             }
             let offsets = self.entries.append_nowait(&records.records())?;
             note(&ids, batch);

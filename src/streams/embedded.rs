@@ -887,4 +887,28 @@ mod tests {
         let ids: Vec<StreamId> = reply[0].1.iter().map(|entry| entry.id).collect();
         assert_eq!(ids, [StreamId::new(5, 0)]);
     }
+
+    /// A value Cap'n Proto cannot hold is refused with an error, and the
+    /// stream goes on (the server once panicked on a 512 MiB XADD).
+    #[tokio::test]
+    async fn a_value_too_large_for_any_record_is_an_error() {
+        let engine = Embedded::memory();
+        // Zeroed by the allocator without being touched: costs no memory.
+        let huge = bytes::Bytes::from(vec![0u8; 1 << 29]);
+        let fields = vec![("f".into(), "v".into()), ("big".into(), huge)];
+        let refused = engine.add("s", fields, AddOptions::default()).await;
+        assert!(
+            matches!(
+                refused,
+                Err(StreamError::Log(LogError::RecordTooLarge { size, .. })) if size > 1 << 29
+            ),
+            "{refused:?}"
+        );
+        let fields = vec![("f".into(), "v".into())];
+        engine
+            .add("s", fields, AddOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(engine.len("s").await.unwrap(), 1);
+    }
 }
