@@ -361,6 +361,66 @@ async fn a_snapshot_that_never_became_durable_leaves_the_journal_whole() {
     }
 }
 
+/// A delivery read with `unsynced_delivery` is written before the read
+/// returns, though not synced: a crash of the process right after the read
+/// keeps it (a worker that a task kills at once still counts that
+/// delivery), and a power loss may forget it but never the entry, which is
+/// then delivered again as new.
+#[tokio::test]
+async fn an_unsynced_delivery_survives_a_crash_but_maybe_not_a_power_loss() {
+    let root = Path::new("/data");
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let start = |sim: &SimStorage| {
+        let options = LogOptions::default()
+            .fsync(FsyncPolicy::Batch)
+            .storage(sim.clone());
+        open_with::<SegmentLog>(root, options, &clock, 1 << 20)
+    };
+    let unsynced = ReadGroupOptions {
+        unsynced_delivery: true,
+        ..ReadGroupOptions::default()
+    };
+    let (mut kept, mut forgotten) = (0, 0);
+    for seed in 0..40 {
+        let sim = SimStorage::new(seed);
+        let s = start(&sim);
+        add(&s, 1).await;
+        s.create_group("s", "g", GroupStart::After(StreamId::MIN), false)
+            .await
+            .unwrap();
+        let read = s
+            .read_group("g", "c", &[("s", GroupRead::New)], unsynced)
+            .await
+            .unwrap();
+        assert_eq!(ms(&read[0].1), [1]);
+        let power_lost = seed % 2 == 1;
+        if power_lost {
+            sim.power_loss();
+        } else {
+            sim.process_crash();
+        }
+        drop(s);
+        let s = start(&sim);
+        let pending = s.pending("s", "g", &PendingQuery::first(10)).await.unwrap();
+        match pending.as_slice() {
+            [entry] => {
+                assert_eq!((entry.id, entry.deliveries), (id(1), 1), "seed {seed}");
+                kept += 1;
+            }
+            [] => {
+                assert!(
+                    power_lost,
+                    "seed {seed}: a crash of the process lost the delivery"
+                );
+                assert_eq!(ms(&read_new(&s, "g", "c", None).await), [1], "seed {seed}");
+                forgotten += 1;
+            }
+            more => panic!("seed {seed}: {more:?}"),
+        }
+    }
+    assert!(kept >= 20, "kept {kept}, forgotten {forgotten}");
+}
+
 // ---------------------------------------------------------------- model test
 
 #[derive(Clone, Debug)]

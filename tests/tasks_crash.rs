@@ -2,13 +2,17 @@
 //! directory are killed with SIGKILL in the middle of their tasks, again and
 //! again; a last worker reclaims and finishes what they left. Then every
 //! submitted task (40 per kill) has exactly one final state, `succeeded`
-//! with its result: none lost, none finished twice. Then a worker process gets SIGTERM while
-//! a task runs: it lets the task finish and exits cleanly.
+//! with its result: none lost, none finished twice. Then a task that
+//! aborts its worker process the moment it runs kills exactly as many
+//! workers as its `max_deliveries` allows before one moves it to the dead
+//! letters. Then a worker process gets SIGTERM while a task runs: it lets
+//! the task finish and exits cleanly.
 //!
 //! This file has its own `main` (`harness = false`): run with no arguments
 //! it is the test (`ORCASTRA_CRASH_ITERATIONS` sets the number of kills,
-//! default 8); `--submit DIR TASKS`, `--work DIR`, `--finish DIR` and
-//! `--until-signal DIR` are the children.
+//! default 8); `--submit DIR TASKS`, `--work DIR`, `--finish DIR`,
+//! `--submit-fatal DIR`, `--fatal DIR` and `--until-signal DIR` are the
+//! children.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -53,6 +57,10 @@ fn main() {
         runtime.block_on(work(&dir(at)));
     } else if let Some(at) = args.iter().position(|a| a == "--finish") {
         runtime.block_on(finish(&dir(at)));
+    } else if let Some(at) = args.iter().position(|a| a == "--submit-fatal") {
+        runtime.block_on(submit_fatal(&dir(at)));
+    } else if let Some(at) = args.iter().position(|a| a == "--fatal") {
+        runtime.block_on(work_fatal(&dir(at)));
     } else if let Some(at) = args.iter().position(|a| a == "--until-signal") {
         runtime.block_on(until_signal(&dir(at)));
     } else if !args.iter().any(|a| a == "--list") {
@@ -61,6 +69,8 @@ fn main() {
             .unwrap_or(8);
         let tasks = runtime.block_on(parent(kills));
         println!("tasks_crash: {kills} worker kills survived, {tasks} tasks finished once each");
+        runtime.block_on(an_aborting_task_kills_max_deliveries_workers());
+        println!("tasks_crash: a task that aborts its worker went to the dead letters");
         runtime.block_on(sigterm_stops_gracefully());
         println!("tasks_crash: SIGTERM let the running task finish");
     }
@@ -110,6 +120,69 @@ async fn finish(dir: &Path) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     worker.stop().await;
+}
+
+/// A poison pill that no panic handler catches: it aborts its process.
+#[orca_task(queue = "fatal", max_deliveries = 2)]
+async fn fatal() {
+    std::process::abort();
+}
+
+/// Submits `fatal` and writes its id to `DIR/fatal`.
+async fn submit_fatal(dir: &Path) {
+    let orca = open(dir).await;
+    let handle = fatal::submit(&orca).await.unwrap();
+    std::fs::write(dir.join("fatal"), handle.id().to_string()).unwrap();
+}
+
+/// Works on `fatal` until the task has ended (or the task aborts it).
+async fn work_fatal(dir: &Path) {
+    let orca = open(dir).await;
+    let id: TaskId = std::fs::read_to_string(dir.join("fatal"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let worker = orca
+        .worker()
+        .lease(LEASE)
+        .register(fatal::task())
+        .start()
+        .await
+        .unwrap();
+    while !orca.state(id).is_some_and(|s| s.state.is_final()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.stop().await;
+}
+
+/// Each delivery of `fatal` kills its worker the moment it starts: every
+/// delivery counts all the same (the first is read without waiting for its
+/// fsync, but written before the read returns; `streams_durability` pins
+/// that), so the third worker finds it delivered three times and moves it
+/// to the dead letters.
+async fn an_aborting_task_kills_max_deliveries_workers() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    assert!(child("--submit-fatal", dir, &[]).wait().unwrap().success());
+    let mut aborted = 0;
+    while !child("--fatal", dir, &[]).wait().unwrap().success() {
+        aborted += 1;
+        assert!(
+            aborted <= 2,
+            "the task killed {aborted} workers: a crash loop"
+        );
+    }
+    assert_eq!(aborted, 2, "a worker finished before the task killed two");
+    let orca = open(dir).await;
+    let id = std::fs::read_to_string(dir.join("fatal")).unwrap();
+    let ended = orca.handle::<()>(id.parse().unwrap()).result().await;
+    let failure = ended.unwrap().unwrap_err();
+    assert_eq!(failure.state, State::Dead);
+    assert!(
+        failure.message.contains("delivered 3 times"),
+        "{}",
+        failure.message
+    );
 }
 
 /// A worker that runs until SIGINT or SIGTERM; prints `running` once its

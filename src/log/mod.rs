@@ -262,6 +262,14 @@ pub trait Log: Send + Sync + 'static {
     /// Fsyncs everything written so far, whatever the policy.
     fn sync(&self) -> impl Future<Output = Result<(), LogError>> + Send;
 
+    /// Hands every record appended so far to the operating system without
+    /// waiting for an fsync, so that they survive a crash of the process
+    /// (not a power loss). Only a backend that gathers small appends until
+    /// its next fsync has anything to do.
+    fn flush(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
     /// Up to `max_records` records starting at `from`, in order; the record
     /// at index `i` has offset `from + i`. Empty at the end of the log.
     ///

@@ -769,13 +769,15 @@ impl<L: Log> Stream<L> {
     }
 
     /// XREADGROUP with `>`: delivers up to `count` new entries. Empty if there
-    /// are none (the caller may block and try again).
+    /// are none (the caller may block and try again). `unsynced`: see
+    /// `ReadGroupOptions::unsynced_delivery`.
     pub(crate) async fn read_new(
         &self,
         group: &str,
         consumer: &str,
         count: usize,
         no_ack: bool,
+        unsynced: bool,
         now_ms: u64,
     ) -> Result<Vec<GroupEntry>, StreamError> {
         let (entries, wait) = {
@@ -818,7 +820,11 @@ impl<L: Log> Stream<L> {
                 .collect();
             (entries, wait)
         };
-        self.wait(wait).await?;
+        if unsynced {
+            self.journal.flush()?;
+        } else {
+            self.wait(wait).await?;
+        }
         Ok(entries)
     }
 

@@ -765,7 +765,14 @@ impl<S: LogStore> Streams for Embedded<S> {
                 let entries = match *read {
                     GroupRead::New => {
                         target
-                            .read_new(group, consumer, count, options.no_ack, now)
+                            .read_new(
+                                group,
+                                consumer,
+                                count,
+                                options.no_ack,
+                                options.unsynced_delivery,
+                                now,
+                            )
                             .await?
                     }
                     GroupRead::Pending(after) => {

@@ -169,6 +169,15 @@ pub struct ReadGroupOptions {
     pub block: Option<Duration>,
     /// `NOACK`: deliver without adding to the pending list.
     pub no_ack: bool,
+    /// Not a Redis option: return new entries once their delivery is
+    /// written, without waiting for the fsync that makes it durable (the
+    /// embedded backends under fsync `batch` or `always`; the others ignore
+    /// it). A crash of the process keeps the delivery; a power loss may
+    /// forget it, and the entries are then delivered again as new, their
+    /// delivery counts started over. Task workers read this way, as a task
+    /// runs at least once anyway: it takes an fsync off the way from
+    /// submitting a task to its start.
+    pub unsynced_delivery: bool,
 }
 
 /// The reply of XPENDING without a range.

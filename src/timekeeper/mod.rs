@@ -131,7 +131,7 @@ impl Timekeeper {
         let options = ReadGroupOptions {
             count: Some(1024),
             block: Some(IDLE_BLOCK).filter(|_| !due_soon),
-            no_ack: false,
+            ..ReadGroupOptions::default()
         };
         let read = self
             .orcastra

@@ -470,6 +470,7 @@ impl Shared {
                 count: Some(wanted),
                 block: None,
                 no_ack: false,
+                unsynced_delivery: true,
             };
             let read = [(&*source.stream, GroupRead::New)];
             self.read_into(&read, options, sources, &mut fetched)
@@ -486,6 +487,7 @@ impl Shared {
                 count: Some((free / reads.len()).max(1)),
                 block: Some(FETCH_BLOCK),
                 no_ack: false,
+                unsynced_delivery: true,
             };
             self.read_into(&reads, options, sources, &mut fetched)
                 .await?;

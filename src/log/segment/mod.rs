@@ -337,6 +337,14 @@ impl Log for SegmentLog {
         self.commit.sync().await
     }
 
+    fn flush(&self) -> Result<(), LogError> {
+        let mut writer = self.inner.writer.lock();
+        self.commit.check()?;
+        self.inner
+            .write_unwritten(&mut writer)
+            .map_err(|e| self.fail(e))
+    }
+
     fn read(&self, from: Offset, max_records: usize) -> Result<Vec<Bytes>, LogError> {
         let end = Offset(self.commit.visible());
         let Some(stop) = read_bounds(from, max_records, self.start_offset(), end)? else {

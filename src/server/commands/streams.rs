@@ -384,6 +384,7 @@ pub(super) async fn xreadgroup<S: LogStore>(
         count: parsed.count,
         block: parsed.block.filter(|_| may_block),
         no_ack: parsed.no_ack,
+        ..ReadGroupOptions::default()
     };
     let read = streams.read_group(group, consumer, &from, options).await?;
     Ok(read_reply(
