@@ -3,9 +3,11 @@
 //! backend allows, one batch while the previous one is written.
 //!
 //! A write is a set of entries to add, run states to record and entries to
-//! acknowledge, done in that order within a batch, so a caller that adds a
-//! task's next home and acknowledges its old one in one write can never lose
-//! it: after a crash it is in both places or the old one only.
+//! acknowledge, done in that order, so a caller that adds a task's next home
+//! and acknowledges its old one in one write can never lose it: after a
+//! crash it is in both places or the old one only. A batch's
+//! acknowledgements are written alongside the next batch's adds and states
+//! (two stages, each in order).
 
 use std::sync::{Arc, Weak};
 
@@ -58,11 +60,18 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the task that writes for `inner`. It holds `inner` only while
-    /// it writes a batch.
+    /// Starts the tasks that write for `inner`. They hold `inner` only while
+    /// they write a batch.
     pub(crate) fn start(inner: Weak<Inner>) -> (Writer, impl Future<Output = ()> + Send) {
         let (writes, receiver) = mpsc::unbounded_channel();
-        (Writer { writes }, combine(inner, receiver))
+        let (recorded, to_ack) = mpsc::unbounded_channel();
+        let run = async move {
+            tokio::join!(
+                combine(inner.clone(), receiver, recorded),
+                acknowledge(inner, to_ack)
+            );
+        };
+        (Writer { writes }, run)
     }
 
     /// Writes `write` durably (as the backend's fsync policy defines it),
@@ -80,38 +89,103 @@ impl Writer {
     }
 
     /// Queues `write` for the next batch, not waiting for its outcome (a
-    /// failure is logged). Writes are done in the order they were sent.
+    /// failure is logged). Each stage of a write (adds, states, acks) is
+    /// done in the order the writes were sent.
     pub(crate) fn send(&self, write: Write) {
         let _ = self.writes.send((write, None));
     }
 }
 
-async fn combine(inner: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<(Write, Reply)>) {
+/// Adds and records the states of a batch, then hands its acknowledgements
+/// to `recorded`: they are written while the next batch is, which takes
+/// an fsync off the way of a submission sent while a task ends.
+async fn combine(
+    inner: Weak<Inner>,
+    mut receiver: mpsc::UnboundedReceiver<(Write, Reply)>,
+    recorded: mpsc::UnboundedSender<Vec<(Write, Reply)>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let written = write_batch(&inner, &mut batch).await;
-        if let Err(error) = &written {
+        match add_and_record(&inner, &mut batch).await {
+            Ok(()) => {
+                let mut to_ack = Vec::new();
+                for (write, reply) in batch.drain(..) {
+                    if write.acks.is_empty() {
+                        answer(reply, &Ok(()));
+                    } else {
+                        to_ack.push((write, reply));
+                    }
+                }
+                if !to_ack.is_empty() {
+                    let _ = recorded.send(to_ack);
+                }
+            }
             // A task whose end or move was in it stays pending, and is
             // delivered again.
-            tracing::warn!(%error, writes = batch.len(), "a batch of task writes failed");
-        }
-        for reply in batch.drain(..).filter_map(|(_, reply)| reply) {
-            let result = match &written {
-                Ok(()) => Ok(()),
-                Err(error) => Err(StreamError::Batch(Arc::clone(error))),
-            };
-            let _ = reply.send(result);
+            Err(error) => fail(std::mem::take(&mut batch), &error),
         }
     }
 }
 
-/// Adds, then records, then acknowledges: every caller's writes in order,
-/// one call per stream and stage. A write with nothing to acknowledge (a
-/// submission) is answered once its states are recorded.
-async fn write_batch(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), Arc<StreamError>> {
+/// Acknowledges the entries of the recorded batches, one call per stream
+/// and group for all the batches waiting.
+async fn acknowledge(
+    inner: Weak<Inner>,
+    mut receiver: mpsc::UnboundedReceiver<Vec<(Write, Reply)>>,
+) {
+    let mut batches = Vec::new();
+    while receiver.recv_many(&mut batches, MAX_BATCH).await > 0 {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let mut acks: HashMap<(Arc<str>, &'static str), Vec<StreamId>> = HashMap::new();
+        for (write, _) in batches.iter_mut().flatten() {
+            for (stream, group, id) in write.acks.drain(..) {
+                acks.entry((stream, group)).or_default().push(id);
+            }
+        }
+        let mut acked = Ok(());
+        for ((stream, group), ids) in acks {
+            if let Err(error) = inner.streams.ack(&stream, group, &ids).await {
+                acked = Err(Arc::new(error));
+                break;
+            }
+        }
+        match acked {
+            Ok(()) => batches
+                .drain(..)
+                .flatten()
+                .for_each(|(_, reply)| answer(reply, &Ok(()))),
+            // The tasks stay pending: delivered again, they are seen to
+            // have ended.
+            Err(error) => fail(batches.drain(..).flatten().collect(), &error),
+        }
+    }
+}
+
+/// Logs a failed batch and answers its writes with the error.
+fn fail(writes: Vec<(Write, Reply)>, error: &Arc<StreamError>) {
+    tracing::warn!(%error, writes = writes.len(), "a batch of task writes failed");
+    for (_, reply) in writes {
+        answer(reply, &Err(Arc::clone(error)));
+    }
+}
+
+fn answer(reply: Reply, result: &Result<(), Arc<StreamError>>) {
+    if let Some(reply) = reply {
+        let _ = reply.send(result.clone().map_err(StreamError::Batch));
+    }
+}
+
+/// Adds, then records: every caller's writes in order, one call per
+/// stream and stage.
+async fn add_and_record(
+    inner: &Inner,
+    batch: &mut [(Write, Reply)],
+) -> Result<(), Arc<StreamError>> {
     let mut adds: HashMap<String, Vec<Fields>> = HashMap::new();
     let mut states = Vec::with_capacity(batch.iter().map(|(write, _)| write.states.len()).sum());
     for (write, _) in batch.iter_mut() {
@@ -138,20 +212,6 @@ async fn write_batch(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), 
             }
             inner.states.apply(unnoted);
         }
-    }
-    let mut acks: HashMap<(Arc<str>, &'static str), Vec<StreamId>> = HashMap::new();
-    for (write, reply) in batch.iter_mut() {
-        if write.acks.is_empty()
-            && let Some(reply) = reply.take()
-        {
-            let _ = reply.send(Ok(()));
-        }
-        for (stream, group, id) in write.acks.drain(..) {
-            acks.entry((stream, group)).or_default().push(id);
-        }
-    }
-    for ((stream, group), ids) in acks {
-        streams.ack(&stream, group, &ids).await?;
     }
     Ok(())
 }
