@@ -5,9 +5,11 @@
 //! A write is a set of entries to add, run states to record and entries to
 //! acknowledge, done in that order, so a caller that adds a task's next home
 //! and acknowledges its old one in one write can never lose it: after a
-//! crash it is in both places or the old one only. A batch's
-//! acknowledgements are written alongside the next batch's adds and states
-//! (two stages, each in order).
+//! crash it is in both places or the old one only.
+//!
+//! Each of the three is a stage of its own: while one batch's states are
+//! recorded, the next batch's entries are added, and so on. A submission
+//! sent while a task ends so waits for no fsync of that task's.
 
 use std::sync::{Arc, Weak};
 
@@ -54,21 +56,23 @@ impl Write {
 /// Where a write's outcome goes, if anyone waits for it.
 type Reply = Option<oneshot::Sender<Result<(), StreamError>>>;
 
-/// The sending side; the combining task ends when it is dropped.
+/// The sending side; the writing tasks end when it is dropped.
 pub(crate) struct Writer {
-    writes: mpsc::UnboundedSender<(Write, Reply)>,
+    writes: mpsc::UnboundedSender<[(Write, Reply); 1]>,
 }
 
 impl Writer {
-    /// Starts the tasks that write for `inner`. They hold `inner` only while
-    /// they write a batch.
+    /// Starts the tasks that write for `inner`, one per stage. They hold
+    /// `inner` only while they write a batch.
     pub(crate) fn start(inner: Weak<Inner>) -> (Writer, impl Future<Output = ()> + Send) {
-        let (writes, receiver) = mpsc::unbounded_channel();
+        let (writes, to_add) = mpsc::unbounded_channel();
+        let (added, to_record) = mpsc::unbounded_channel();
         let (recorded, to_ack) = mpsc::unbounded_channel();
         let run = async move {
             tokio::join!(
-                combine(inner.clone(), receiver, recorded),
-                acknowledge(inner, to_ack)
+                run_stage(Stage::Add, inner.clone(), to_add, Some(added)),
+                run_stage(Stage::Record, inner.clone(), to_record, Some(recorded)),
+                run_stage(Stage::Acknowledge, inner, to_ack, None),
             );
         };
         (Writer { writes }, run)
@@ -80,8 +84,8 @@ impl Writer {
     /// is allocated and moved per task).
     pub(crate) fn write(&self, write: Write) -> impl Future<Output = Result<(), StreamError>> {
         let (reply, done) = oneshot::channel();
-        // If the combining task is gone, so is `reply`: `done` reports it.
-        let _ = self.writes.send((write, Some(reply)));
+        // If the writing tasks are gone, so is `reply`: `done` reports it.
+        let _ = self.writes.send([(write, Some(reply))]);
         async move {
             let gone = || StreamError::Reply("ERR the task backend is closed".into());
             done.await.map_err(|_| gone())?
@@ -89,129 +93,131 @@ impl Writer {
     }
 
     /// Queues `write` for the next batch, not waiting for its outcome (a
-    /// failure is logged). Each stage of a write (adds, states, acks) is
-    /// done in the order the writes were sent.
+    /// failure is logged). Each stage of a write is done in the order the
+    /// writes were sent.
     pub(crate) fn send(&self, write: Write) {
-        let _ = self.writes.send((write, None));
+        let _ = self.writes.send([(write, None)]);
     }
 }
 
-/// Adds and records the states of a batch, then hands its acknowledgements
-/// to `recorded`: they are written while the next batch is, which takes
-/// an fsync off the way of a submission sent while a task ends.
-async fn combine(
+/// What a stage writes of each write in a batch.
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    /// Its entries.
+    Add,
+    /// Its states.
+    Record,
+    /// Its acknowledgements.
+    Acknowledge,
+}
+
+/// Runs `stage` on every batch that comes in, each with what has come
+/// since the last, then passes the writes with more to do to `next` and
+/// answers the rest.
+async fn run_stage<B: IntoIterator<Item = (Write, Reply)>>(
+    stage: Stage,
     inner: Weak<Inner>,
-    mut receiver: mpsc::UnboundedReceiver<(Write, Reply)>,
-    recorded: mpsc::UnboundedSender<Vec<(Write, Reply)>>,
+    mut receiver: mpsc::UnboundedReceiver<B>,
+    next: Option<mpsc::UnboundedSender<Vec<(Write, Reply)>>>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut received = Vec::new();
+    let mut batch = Vec::new();
+    while receiver.recv_many(&mut received, MAX_BATCH).await > 0 {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        match add_and_record(&inner, &mut batch).await {
-            Ok(()) => {
-                let mut to_ack = Vec::new();
-                for (write, reply) in batch.drain(..) {
-                    if write.acks.is_empty() {
-                        answer(reply, &Ok(()));
-                    } else {
-                        to_ack.push((write, reply));
-                    }
-                }
-                if !to_ack.is_empty() {
-                    let _ = recorded.send(to_ack);
-                }
-            }
+        batch.extend(received.drain(..).flatten());
+        let written = match stage {
+            Stage::Add => add(&inner, &mut batch).await,
+            Stage::Record => record(&inner, &mut batch).await,
+            Stage::Acknowledge => acknowledge(&inner, &mut batch).await,
+        };
+        if let Err(error) = written {
             // A task whose end or move was in it stays pending, and is
             // delivered again.
-            Err(error) => fail(std::mem::take(&mut batch), &error),
+            tracing::warn!(%error, ?stage, writes = batch.len(), "a batch of task writes failed");
+            for (_, reply) in batch.drain(..) {
+                answer(reply, Err(StreamError::Batch(Arc::clone(&error))));
+            }
+            continue;
         }
-    }
-}
-
-/// Acknowledges the entries of the recorded batches, one call per stream
-/// and group for all the batches waiting.
-async fn acknowledge(
-    inner: Weak<Inner>,
-    mut receiver: mpsc::UnboundedReceiver<Vec<(Write, Reply)>>,
-) {
-    let mut batches = Vec::new();
-    while receiver.recv_many(&mut batches, MAX_BATCH).await > 0 {
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        let mut acks: HashMap<(Arc<str>, &'static str), Vec<StreamId>> = HashMap::new();
-        for (write, _) in batches.iter_mut().flatten() {
-            for (stream, group, id) in write.acks.drain(..) {
-                acks.entry((stream, group)).or_default().push(id);
+        let mut later = Vec::new();
+        for (write, reply) in batch.drain(..) {
+            let more = match stage {
+                Stage::Add => !write.states.is_empty() || !write.acks.is_empty(),
+                Stage::Record => !write.acks.is_empty(),
+                Stage::Acknowledge => false,
+            };
+            if more {
+                later.push((write, reply));
+            } else {
+                // Dropping `write` frees its slot.
+                answer(reply, Ok(()));
             }
         }
-        let mut acked = Ok(());
-        for ((stream, group), ids) in acks {
-            if let Err(error) = inner.streams.ack(&stream, group, &ids).await {
-                acked = Err(Arc::new(error));
-                break;
-            }
-        }
-        match acked {
-            Ok(()) => batches
-                .drain(..)
-                .flatten()
-                .for_each(|(_, reply)| answer(reply, &Ok(()))),
-            // The tasks stay pending: delivered again, they are seen to
-            // have ended.
-            Err(error) => fail(batches.drain(..).flatten().collect(), &error),
+        if let Some(next) = &next
+            && !later.is_empty()
+        {
+            let _ = next.send(later);
         }
     }
 }
 
-/// Logs a failed batch and answers its writes with the error.
-fn fail(writes: Vec<(Write, Reply)>, error: &Arc<StreamError>) {
-    tracing::warn!(%error, writes = writes.len(), "a batch of task writes failed");
-    for (_, reply) in writes {
-        answer(reply, &Err(Arc::clone(error)));
-    }
-}
-
-fn answer(reply: Reply, result: &Result<(), Arc<StreamError>>) {
+fn answer(reply: Reply, result: Result<(), StreamError>) {
     if let Some(reply) = reply {
-        let _ = reply.send(result.clone().map_err(StreamError::Batch));
+        let _ = reply.send(result);
     }
 }
 
-/// Adds, then records: every caller's writes in order, one call per
-/// stream and stage.
-async fn add_and_record(
-    inner: &Inner,
-    batch: &mut [(Write, Reply)],
-) -> Result<(), Arc<StreamError>> {
+/// Adds the entries of a batch, one call per stream.
+async fn add(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), Arc<StreamError>> {
     let mut adds: HashMap<String, Vec<Fields>> = HashMap::new();
-    let mut states = Vec::with_capacity(batch.iter().map(|(write, _)| write.states.len()).sum());
     for (write, _) in batch.iter_mut() {
         for (stream, fields) in write.adds.drain(..) {
             adds.entry(stream).or_default().push(fields);
         }
+    }
+    for (stream, entries) in adds {
+        inner.streams.add_batch(&stream, entries).await?;
+    }
+    Ok(())
+}
+
+/// Records the states of a batch, in one call.
+async fn record(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), Arc<StreamError>> {
+    let mut states = Vec::with_capacity(batch.iter().map(|(write, _)| write.states.len()).sum());
+    for (write, _) in batch.iter_mut() {
         states.extend(write.states.drain(..));
     }
-    let streams = &inner.streams;
-    for (stream, entries) in adds {
-        streams.add_batch(&stream, entries).await?;
+    if states.is_empty() {
+        return Ok(());
     }
-    if !states.is_empty() {
-        // On the embedded backends the states go to the state keeper as
-        // their events are written: it need not read them back.
-        let note = |ids: &[StreamId], states| inner.states.wrote(states, ids);
-        let (ids, mut unnoted) = streams.add_batch_noting(STATES, states, note).await?;
-        // Empty if the state keeper took them; on Redis they are here.
-        if unnoted.is_empty() {
-            inner.states.apply_written(&ids);
-        } else {
-            for (state, id) in unnoted.iter_mut().zip(ids) {
-                state.recorded_by(id);
-            }
-            inner.states.apply(unnoted);
+    // On the embedded backends the states go to the state keeper as their
+    // events are written: it need not read them back.
+    let note = |ids: &[StreamId], states| inner.states.wrote(states, ids);
+    let (ids, mut unnoted) = inner.streams.add_batch_noting(STATES, states, note).await?;
+    // Empty if the state keeper took them; on Redis they are here.
+    if unnoted.is_empty() {
+        inner.states.apply_written(&ids);
+    } else {
+        for (state, id) in unnoted.iter_mut().zip(ids) {
+            state.recorded_by(id);
         }
+        inner.states.apply(unnoted);
+    }
+    Ok(())
+}
+
+/// Acknowledges the entries of a batch, one call per stream and group.
+async fn acknowledge(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), Arc<StreamError>> {
+    let mut acks: HashMap<(Arc<str>, &'static str), Vec<StreamId>> = HashMap::new();
+    for (write, _) in batch.iter_mut() {
+        for (stream, group, id) in write.acks.drain(..) {
+            acks.entry((stream, group)).or_default().push(id);
+        }
+    }
+    for ((stream, group), ids) in acks {
+        inner.streams.ack(&stream, group, &ids).await?;
     }
     Ok(())
 }
