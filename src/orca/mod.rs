@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::log::LogOptions;
 use crate::record::StreamId;
+use crate::record::layout::MAX_LIST;
 use crate::statekeeper::{RunState, State, StateKeeper};
 use crate::streams::{Backend, Clock, GroupStart, StreamError, Streams, SystemClock};
 use crate::task::{ArgsError, Backoff, Envelope, Task, TaskId, encode_args};
@@ -37,9 +38,11 @@ pub const MAX_PRIORITY: u8 = 3;
 /// The stream of queue `queue`'s tasks of `priority` (above
 /// [`MAX_PRIORITY`] counts as the highest).
 pub(crate) fn queue_stream(queue: &str, priority: u8) -> String {
+    // Not `format!`: this runs for every submission, and formatting took
+    // about 700 instructions.
     match priority.min(MAX_PRIORITY) {
-        0 => format!("orca:queue:{queue}"),
-        level => format!("orca:queue+{level}:{queue}"),
+        0 => ["orca:queue:", queue].concat(),
+        level => ["orca:queue+", &level.to_string(), ":", queue].concat(),
     }
 }
 
@@ -427,6 +430,12 @@ impl Orcastra {
         if priority > MAX_PRIORITY {
             return Err(Error::Priority(priority));
         }
+        if let Some(size) = args.iter().map(Vec::len).find(|&size| size >= MAX_LIST) {
+            return Err(Error::Submission {
+                name: name.to_string(),
+                reason: format!("arguments of {size} bytes; an envelope holds less than 512 MiB"),
+            });
+        }
         let mut write = Write::default();
         let mut ids = Vec::with_capacity(args.len());
         // Shared by every envelope and state of the batch.
@@ -675,5 +684,24 @@ impl<T: DeserializeOwned> TaskHandle<T> {
                 id: self.id,
                 reason: e.to_string(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn arguments_too_large_for_an_envelope_are_refused() {
+        let orca = Orcastra::open("memory://").await.unwrap();
+        let args = vec![b' '; MAX_LIST];
+        let options = SubmitOptions::default();
+        let refused = orca
+            .submit_encoded("t", "q", 0, vec![args], options, false)
+            .await;
+        assert!(
+            matches!(refused, Err(Error::Submission { .. })),
+            "{refused:?}"
+        );
     }
 }

@@ -11,12 +11,16 @@
 #[allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
 pub(crate) mod record_capnp;
 
+pub(crate) mod layout;
+
 use std::fmt;
 use std::str::FromStr;
 
 use bytes::Bytes;
 use capnp::message::{Builder, HeapAllocator, ReaderOptions};
 use capnp::serialize;
+
+use self::layout::{Blob, MAX_LIST, Segment, struct_pointer};
 
 /// The id of a stream entry, `<ms>-<seq>`: two 64-bit numbers that order as
 /// one 128-bit number, milliseconds first.
@@ -390,79 +394,18 @@ fn write_record<'a, 'b>(
     if longest >= MAX_LIST || fields_size.1.max(headers_size.1) >= MAX_LIST {
         return Err(8 + 8 * words);
     }
-    let start = out.len();
-    out.resize(start + 8 + 8 * words, 0);
-    let message = &mut out[start..];
-    // Under 2^32: each list is under 2^29 words, and there are two.
-    message[4..8].copy_from_slice(&(words as u32).to_le_bytes());
-    let mut segment = Segment(&mut message[8..]);
+    let mut segment = Segment::append(out, words);
     segment.put(0, struct_pointer(0, 3, 2));
     segment.put(1, timestamp_ms);
     segment.put(2, id.ms);
     segment.put(3, id.seq);
-    let next = segment.put_list(4, 6, fields_size.0, fields);
+    let next = segment.put_pairs(4, 6, fields_size.0, Blob::Data, fields);
     let end = match headers_size.0 {
         0 => next,
-        count => segment.put_list(5, next, count, headers),
+        count => segment.put_pairs(5, next, count, Blob::Data, headers),
     };
     debug_assert_eq!(end, words);
     Ok(())
-}
-
-/// Cap'n Proto's bound on a list's elements (bytes, or words of structs).
-const MAX_LIST: usize = 1 << 29;
-
-/// A message segment being written, addressed in words.
-struct Segment<'a>(&'a mut [u8]);
-
-impl Segment<'_> {
-    fn put(&mut self, word: usize, value: u64) {
-        self.0[8 * word..8 * word + 8].copy_from_slice(&value.to_le_bytes());
-    }
-
-    /// Writes the `count` `pairs` as a list of `Field` structs starting at
-    /// word `next`, with its pointer at word `at`; returns the next free
-    /// word.
-    fn put_list<'p>(
-        &mut self,
-        at: usize,
-        next: usize,
-        count: usize,
-        pairs: impl Pairs<'p>,
-    ) -> usize {
-        const INLINE_COMPOSITE: u32 = 7;
-        const BYTE: u32 = 2;
-        self.put(at, list_pointer(at, next, INLINE_COMPOSITE, 2 * count));
-        // The tag: a struct pointer whose offset is the element count.
-        self.put(next, struct_pointer(count, 0, 2));
-        let elements = next + 1;
-        let mut next = elements + 2 * count;
-        for (i, (name, value)) in pairs.enumerate() {
-            for (j, data) in [name, value].into_iter().enumerate() {
-                let pointer = elements + 2 * i + j;
-                self.put(pointer, list_pointer(pointer, next, BYTE, data.len()));
-                self.0[8 * next..8 * next + data.len()].copy_from_slice(data);
-                next += data.len().div_ceil(8);
-            }
-        }
-        next
-    }
-}
-
-/// A struct pointer (kind 0) with `offset` in its offset bits.
-fn struct_pointer(offset: usize, data_words: u16, pointers: u16) -> u64 {
-    let lower = (offset as u32) << 2;
-    let upper = u32::from(data_words) | (u32::from(pointers) << 16);
-    u64::from(lower) | (u64::from(upper) << 32)
-}
-
-/// A list pointer (kind 1) at word `at` to the list at word `target`, of
-/// `count` elements (words, for an inline-composite list) of `size`;
-/// `count` is under [`MAX_LIST`].
-fn list_pointer(at: usize, target: usize, size: u32, count: usize) -> u64 {
-    let lower = (((target - at - 1) as u32) << 2) | 1;
-    let upper = ((count as u32) << 3) | size;
-    u64::from(lower) | (u64::from(upper) << 32)
 }
 
 /// Reading a valid record visits each of its words about once, so a hostile

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use capnp::serialize;
 use uuid::Uuid;
 
 use super::task_capnp::envelope;
-use crate::record::{builder, read_message};
+use crate::record::layout::{Blob, MAX_LIST, Segment, struct_pointer};
+use crate::record::read_message;
 
 /// The UUID namespace of unique tasks' ids.
 const UNIQUE_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6361_7374_7261_8000_756e_6971_7565);
@@ -148,6 +148,11 @@ impl Envelope {
 
     /// The Cap'n Proto message.
     ///
+    /// # Panics
+    ///
+    /// If a name, key, header or the arguments are 512 MiB or more, more
+    /// than Cap'n Proto holds (submissions refuse such arguments).
+    ///
     /// ```
     /// use orcastra::task::Envelope;
     ///
@@ -156,46 +161,67 @@ impl Envelope {
     /// # Ok::<(), orcastra::task::EnvelopeError>(())
     /// ```
     pub fn encode(&self) -> Vec<u8> {
-        let text: usize = [&*self.name, &*self.queue]
-            .into_iter()
-            .chain(self.idempotency_key.as_deref())
-            .chain(
-                self.trace
-                    .iter()
-                    .flat_map(|(name, value)| [name.as_str(), value.as_str()]),
-            )
-            .map(|text| text.len() + 1)
+        let blobs = [
+            (Blob::Data, &self.id.as_bytes()[..]),
+            (Blob::Text, self.name.as_bytes()),
+            (Blob::Text, self.queue.as_bytes()),
+            (Blob::Data, &self.args),
+            (
+                Blob::Text,
+                self.idempotency_key.as_deref().unwrap_or("").as_bytes(),
+            ),
+            (
+                Blob::Data,
+                self.parent.as_ref().map_or(&[][..], |id| id.as_bytes()),
+            ),
+            (
+                Blob::Data,
+                self.workflow.as_ref().map_or(&[][..], |id| id.as_bytes()),
+            ),
+        ];
+        let headers = || self.trace.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        let header_words: usize = headers()
+            .map(|(n, v)| 2 + Blob::Text.words(n) + Blob::Text.words(v))
             .sum();
-        // The struct and its pointers, the ids, and the variable parts.
-        let words = 32 + 3 * self.trace.len() + (text + self.args.len()).div_ceil(8);
-        let mut message = builder(words);
-        let mut root = message.init_root::<envelope::Builder<'_>>();
-        root.set_id(self.id.as_bytes());
-        root.set_name(&*self.name);
-        root.set_queue(&*self.queue);
-        root.set_args(&self.args);
-        root.set_attempt(self.attempt);
-        root.set_submitted_ms(self.submitted_ms);
-        root.set_not_before_ms(self.not_before_ms);
-        root.set_priority(self.priority);
-        root.set_idempotency_key(self.idempotency_key.as_deref().unwrap_or(""));
-        root.set_parent_id(self.parent.as_ref().map_or(&[][..], |id| id.as_bytes()));
-        root.set_workflow_id(self.workflow.as_ref().map_or(&[][..], |id| id.as_bytes()));
-        let count = u32::try_from(self.trace.len()).expect("fewer than 2^32 trace headers");
-        let mut trace = root.reborrow().init_trace(count);
-        for (i, (name, value)) in self.trace.iter().enumerate() {
-            let mut header = trace.reborrow().get(i as u32);
-            header.set_name(name.as_str());
-            header.set_value(value.as_str());
-        }
-        root.set_max_retries(
-            self.max_retries
-                .map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX)),
+        let longest = blobs.iter().map(|(blob, bytes)| blob.count(bytes));
+        let longest = headers()
+            .flat_map(|(n, v)| [Blob::Text.count(n), Blob::Text.count(v)])
+            .chain(longest)
+            .chain([header_words])
+            .max();
+        assert!(
+            longest < Some(MAX_LIST),
+            "a task envelope's field has 512 MiB or more"
         );
-        root.set_timeout_ms(self.timeout.map_or(0, |t| {
+        // The root pointer, the struct (5 data words, 8 pointers), its
+        // blobs, the trace list's tag and headers.
+        let blob_words: usize = blobs.iter().map(|(blob, bytes)| blob.words(bytes)).sum();
+        let words = 1 + 5 + 8 + blob_words + 1 + header_words;
+        let mut out = Vec::with_capacity(8 + 8 * words);
+        let mut segment = Segment::append(&mut out, words);
+        segment.put(0, struct_pointer(0, 5, 8));
+        segment.put(
+            1,
+            u64::from(self.attempt) | (u64::from(self.priority) << 32),
+        );
+        segment.put(2, self.submitted_ms);
+        segment.put(3, self.not_before_ms);
+        // Stored XORed with its default, -1.
+        let max_retries = self
+            .max_retries
+            .map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX));
+        segment.put(4, u64::from((max_retries ^ -1) as u32));
+        let timeout_ms = self.timeout.map_or(0, |t| {
             u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
-        }));
-        serialize::write_message_to_words(&message)
+        });
+        segment.put(5, timeout_ms);
+        let mut next = 14;
+        for (i, (blob, bytes)) in blobs.into_iter().enumerate() {
+            next = segment.put_blob(6 + i, next, blob, bytes);
+        }
+        let end = segment.put_pairs(13, next, self.trace.len(), Blob::Text, headers());
+        debug_assert_eq!(end, words);
+        out
     }
 
     /// Decodes an envelope; any bytes give an envelope or an error, never a
@@ -265,6 +291,90 @@ mod tests {
             ..Envelope::new("t", "q", &b"[]"[..], 5)
         };
         assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
+    }
+
+    /// The envelope as Cap'n Proto's builder lays it out.
+    fn built_by_capnp(envelope: &Envelope) -> Vec<u8> {
+        let mut message = crate::record::builder(1024);
+        let mut root = message.init_root::<envelope::Builder<'_>>();
+        root.set_id(envelope.id.as_bytes());
+        root.set_name(&*envelope.name);
+        root.set_queue(&*envelope.queue);
+        root.set_args(&envelope.args);
+        root.set_attempt(envelope.attempt);
+        root.set_submitted_ms(envelope.submitted_ms);
+        root.set_not_before_ms(envelope.not_before_ms);
+        root.set_priority(envelope.priority);
+        root.set_idempotency_key(envelope.idempotency_key.as_deref().unwrap_or(""));
+        let id = |id: &Option<TaskId>| id.map_or(Vec::new(), |id| id.as_bytes().to_vec());
+        root.set_parent_id(&id(&envelope.parent));
+        root.set_workflow_id(&id(&envelope.workflow));
+        let mut trace = root.reborrow().init_trace(envelope.trace.len() as u32);
+        for (i, (name, value)) in envelope.trace.iter().enumerate() {
+            let mut header = trace.reborrow().get(i as u32);
+            header.set_name(name.as_str());
+            header.set_value(value.as_str());
+        }
+        root.set_max_retries(envelope.max_retries.map_or(-1, |n| n as i32));
+        root.set_timeout_ms(envelope.timeout.map_or(0, |t| t.as_millis() as u64));
+        capnp::serialize::write_message_to_words(&message)
+    }
+
+    fn envelopes() -> impl proptest::strategy::Strategy<Value = Envelope> {
+        use proptest::prelude::*;
+        let id = || any::<u128>().prop_map(|n| TaskId(Uuid::from_u128(n)));
+        let text = || ".{0,12}";
+        (
+            (
+                id(),
+                text(),
+                text(),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            ),
+            (any::<u32>(), any::<u64>(), any::<u64>(), any::<u8>()),
+            (
+                proptest::option::of(".{1,12}"),
+                proptest::option::of(id()),
+                proptest::option::of(id()),
+            ),
+            (
+                proptest::collection::vec((text(), text()), 0..4),
+                proptest::option::of(0..1000u32),
+                proptest::option::of(1..u64::from(u32::MAX)),
+            ),
+        )
+            .prop_map(
+                |(
+                    (id, name, queue, args),
+                    (attempt, submitted_ms, not_before_ms, priority),
+                    (idempotency_key, parent, workflow),
+                    (trace, max_retries, timeout_ms),
+                )| Envelope {
+                    id,
+                    name: name.into(),
+                    queue: queue.into(),
+                    args: args.into(),
+                    attempt,
+                    submitted_ms,
+                    not_before_ms,
+                    priority,
+                    idempotency_key,
+                    parent,
+                    workflow,
+                    trace,
+                    max_retries,
+                    timeout: timeout_ms.map(Duration::from_millis),
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn envelopes_are_written_as_capnp_builds_them(envelope in envelopes()) {
+            let encoded = envelope.encode();
+            proptest::prop_assert_eq!(&encoded, &built_by_capnp(&envelope));
+            proptest::prop_assert_eq!(Envelope::decode(&encoded), Ok(envelope));
+        }
     }
 
     #[test]
