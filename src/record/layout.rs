@@ -88,6 +88,43 @@ impl<'a> Segment<'a> {
     }
 }
 
+/// The first `N` data words of the root struct of the message that is all
+/// of `bytes`, read straight from the bytes, if the message has the shape
+/// written here: one segment that fills `bytes`, and a root struct pointer
+/// with a forward offset to a struct of at least `N` data words inside it.
+/// Otherwise `None`, and the caller reads it through Cap'n Proto (which
+/// gives the same words where this gives any, the tests hold it): an
+/// entry's id is read this way for every record a scan passes over, where
+/// the library's reader took about 700 instructions.
+pub(crate) fn root_data<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+    let word = |i: usize| {
+        let bytes = bytes.get(8 * i..8 * i + 8)?;
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+    };
+    let table = word(0)?;
+    let words = bytes.len() / 8 - 1;
+    if !bytes.len().is_multiple_of(8) || table as u32 != 0 || (table >> 32) as usize != words {
+        return None;
+    }
+    let root = word(1)?;
+    let (lower, upper) = (root as u32, (root >> 32) as u32);
+    // A struct pointer (kind 0) with a non-negative offset.
+    if lower & 3 != 0 || (lower as i32) < 0 {
+        return None;
+    }
+    let start = 1 + (lower >> 2) as usize;
+    let (data, pointers) = ((upper & 0xffff) as usize, (upper >> 16) as usize);
+    if data < N || start + data + pointers > words {
+        return None;
+    }
+    let mut found = [0; N];
+    for (i, value) in found.iter_mut().enumerate() {
+        // The segment starts after the table: segment word w is word w + 1.
+        *value = word(1 + start + i)?;
+    }
+    Some(found)
+}
+
 /// A struct pointer (kind 0) with `offset` in its offset bits.
 pub(crate) fn struct_pointer(offset: usize, data_words: u16, pointers: u16) -> u64 {
     let lower = (offset as u32) << 2;
