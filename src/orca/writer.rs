@@ -58,8 +58,12 @@ type Reply = Option<oneshot::Sender<Result<(), StreamError>>>;
 
 /// The sending side; the writing tasks end when it is dropped.
 pub(crate) struct Writer {
-    writes: mpsc::UnboundedSender<[(Write, Reply); 1]>,
+    writes: mpsc::UnboundedSender<(Write, Reply)>,
 }
+
+/// A batch: the writes sent since the last one, in order. Writes are large
+/// (a state is kept inline), so a batch moves from stage to stage whole.
+type Batch = Vec<(Write, Reply)>;
 
 impl Writer {
     /// Starts the tasks that write for `inner`, one per stage. They hold
@@ -70,9 +74,19 @@ impl Writer {
         let (recorded, to_ack) = mpsc::unbounded_channel();
         let run = async move {
             tokio::join!(
-                run_stage(Stage::Add, inner.clone(), to_add, Some(added)),
-                run_stage(Stage::Record, inner.clone(), to_record, Some(recorded)),
-                run_stage(Stage::Acknowledge, inner, to_ack, None),
+                run_stage(
+                    Stage::Add,
+                    inner.clone(),
+                    Incoming::Writes(to_add),
+                    Some(added)
+                ),
+                run_stage(
+                    Stage::Record,
+                    inner.clone(),
+                    Incoming::Batches(to_record),
+                    Some(recorded)
+                ),
+                run_stage(Stage::Acknowledge, inner, Incoming::Batches(to_ack), None),
             );
         };
         (Writer { writes }, run)
@@ -85,7 +99,7 @@ impl Writer {
     pub(crate) fn write(&self, write: Write) -> impl Future<Output = Result<(), StreamError>> {
         let (reply, done) = oneshot::channel();
         // If the writing tasks are gone, so is `reply`: `done` reports it.
-        let _ = self.writes.send([(write, Some(reply))]);
+        let _ = self.writes.send((write, Some(reply)));
         async move {
             let gone = || StreamError::Reply("ERR the task backend is closed".into());
             done.await.map_err(|_| gone())?
@@ -96,7 +110,7 @@ impl Writer {
     /// failure is logged). Each stage of a write is done in the order the
     /// writes were sent.
     pub(crate) fn send(&self, write: Write) {
-        let _ = self.writes.send([(write, None)]);
+        let _ = self.writes.send((write, None));
     }
 }
 
@@ -111,54 +125,82 @@ enum Stage {
     Acknowledge,
 }
 
-/// Runs `stage` on every batch that comes in, each with what has come
-/// since the last, then passes the writes with more to do to `next` and
-/// answers the rest.
-async fn run_stage<B: IntoIterator<Item = (Write, Reply)>>(
+impl Stage {
+    /// Whether a later stage has something to write of `write`.
+    fn leaves_more(self, write: &Write) -> bool {
+        match self {
+            Stage::Add => !write.states.is_empty() || !write.acks.is_empty(),
+            Stage::Record => !write.acks.is_empty(),
+            Stage::Acknowledge => false,
+        }
+    }
+}
+
+/// What a stage takes its work from: the callers' writes (the first
+/// stage), or the batches the stage before passed on.
+enum Incoming {
+    Writes(mpsc::UnboundedReceiver<(Write, Reply)>),
+    Batches(mpsc::UnboundedReceiver<Batch>),
+}
+
+impl Incoming {
+    /// Waits for work and adds all there is to `batches`; `false` once the
+    /// senders are gone.
+    async fn receive(&mut self, batches: &mut Vec<Batch>) -> bool {
+        match self {
+            Incoming::Writes(writes) => {
+                let mut batch = Vec::new();
+                let received = writes.recv_many(&mut batch, MAX_BATCH).await;
+                batches.push(batch);
+                received > 0
+            }
+            Incoming::Batches(incoming) => incoming.recv_many(batches, MAX_BATCH).await > 0,
+        }
+    }
+}
+
+/// Runs `stage` on all the batches waiting at once, then answers the
+/// writes it finished and passes the batches on to `next`.
+async fn run_stage(
     stage: Stage,
     inner: Weak<Inner>,
-    mut receiver: mpsc::UnboundedReceiver<B>,
-    next: Option<mpsc::UnboundedSender<Vec<(Write, Reply)>>>,
+    mut incoming: Incoming,
+    next: Option<mpsc::UnboundedSender<Batch>>,
 ) {
-    let mut received = Vec::new();
-    let mut batch = Vec::new();
-    while receiver.recv_many(&mut received, MAX_BATCH).await > 0 {
+    let mut batches = Vec::new();
+    while incoming.receive(&mut batches).await {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        batch.extend(received.drain(..).flatten());
         let written = match stage {
-            Stage::Add => add(&inner, &mut batch).await,
-            Stage::Record => record(&inner, &mut batch).await,
-            Stage::Acknowledge => acknowledge(&inner, &mut batch).await,
+            Stage::Add => add(&inner, &mut batches).await,
+            Stage::Record => record(&inner, &mut batches).await,
+            Stage::Acknowledge => acknowledge(&inner, &mut batches).await,
         };
-        if let Err(error) = written {
-            // A task whose end or move was in it stays pending, and is
-            // delivered again.
-            tracing::warn!(%error, ?stage, writes = batch.len(), "a batch of task writes failed");
-            for (_, reply) in batch.drain(..) {
-                answer(reply, Err(StreamError::Batch(Arc::clone(&error))));
+        drop(inner);
+        for mut batch in batches.drain(..) {
+            if let Err(error) = &written {
+                // A task whose end or move was in it stays pending, and is
+                // delivered again.
+                tracing::warn!(%error, ?stage, writes = batch.len(), "a batch of task writes failed");
+                for (_, reply) in batch {
+                    answer(reply, Err(StreamError::Batch(Arc::clone(error))));
+                }
+                continue;
             }
-            continue;
-        }
-        let mut later = Vec::new();
-        for (write, reply) in batch.drain(..) {
-            let more = match stage {
-                Stage::Add => !write.states.is_empty() || !write.acks.is_empty(),
-                Stage::Record => !write.acks.is_empty(),
-                Stage::Acknowledge => false,
-            };
-            if more {
-                later.push((write, reply));
-            } else {
-                // Dropping `write` frees its slot.
-                answer(reply, Ok(()));
+            let mut more = false;
+            for (write, reply) in &mut batch {
+                if stage.leaves_more(write) {
+                    more = true;
+                } else {
+                    answer(reply.take(), Ok(()));
+                    // Frees the worker's slot now.
+                    write.slot = None;
+                }
             }
-        }
-        if let Some(next) = &next
-            && !later.is_empty()
-        {
-            let _ = next.send(later);
+            if let Some(next) = next.as_ref().filter(|_| more) {
+                let _ = next.send(batch);
+            }
         }
     }
 }
@@ -169,10 +211,10 @@ fn answer(reply: Reply, result: Result<(), StreamError>) {
     }
 }
 
-/// Adds the entries of a batch, one call per stream.
-async fn add(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), Arc<StreamError>> {
+/// Adds the entries of the batches' writes, one call per stream.
+async fn add(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError>> {
     let mut adds: HashMap<String, Vec<Fields>> = HashMap::new();
-    for (write, _) in batch.iter_mut() {
+    for (write, _) in batches.iter_mut().flatten() {
         for (stream, fields) in write.adds.drain(..) {
             adds.entry(stream).or_default().push(fields);
         }
@@ -183,10 +225,14 @@ async fn add(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), Arc<Stre
     Ok(())
 }
 
-/// Records the states of a batch, in one call.
-async fn record(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), Arc<StreamError>> {
-    let mut states = Vec::with_capacity(batch.iter().map(|(write, _)| write.states.len()).sum());
-    for (write, _) in batch.iter_mut() {
+/// Records the states of the batches' writes, in one call.
+async fn record(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError>> {
+    let count = batches
+        .iter()
+        .flatten()
+        .map(|(write, _)| write.states.len());
+    let mut states = Vec::with_capacity(count.sum());
+    for (write, _) in batches.iter_mut().flatten() {
         states.extend(write.states.drain(..));
     }
     if states.is_empty() {
@@ -208,10 +254,11 @@ async fn record(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), Arc<S
     Ok(())
 }
 
-/// Acknowledges the entries of a batch, one call per stream and group.
-async fn acknowledge(inner: &Inner, batch: &mut [(Write, Reply)]) -> Result<(), Arc<StreamError>> {
+/// Acknowledges the entries of the batches' writes, one call per stream
+/// and group.
+async fn acknowledge(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError>> {
     let mut acks: HashMap<(Arc<str>, &'static str), Vec<StreamId>> = HashMap::new();
-    for (write, _) in batch.iter_mut() {
+    for (write, _) in batches.iter_mut().flatten() {
         for (stream, group, id) in write.acks.drain(..) {
             acks.entry((stream, group)).or_default().push(id);
         }
