@@ -88,41 +88,129 @@ impl<'a> Segment<'a> {
     }
 }
 
-/// The first `N` data words of the root struct of the message that is all
-/// of `bytes`, read straight from the bytes, if the message has the shape
-/// written here: one segment that fills `bytes`, and a root struct pointer
-/// with a forward offset to a struct of at least `N` data words inside it.
-/// Otherwise `None`, and the caller reads it through Cap'n Proto (which
-/// gives the same words where this gives any, the tests hold it): an
-/// entry's id is read this way for every record a scan passes over, where
-/// the library's reader took about 700 instructions.
-pub(crate) fn root_data<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
-    let word = |i: usize| {
-        let bytes = bytes.get(8 * i..8 * i + 8)?;
-        Some(u64::from_le_bytes(bytes.try_into().ok()?))
-    };
-    let table = word(0)?;
-    let words = bytes.len() / 8 - 1;
-    if !bytes.len().is_multiple_of(8) || table as u32 != 0 || (table >> 32) as usize != words {
-        return None;
+/// The root struct of a message, read straight from its bytes, for the
+/// messages read most (an entry's id for every record a scan passes over,
+/// a task's envelope for every run), where Cap'n Proto's reader took
+/// thousands of instructions. It reads only messages of the shape written
+/// here: one segment that fills the bytes, pointers with forward offsets to
+/// objects inside it, text ending in NUL. For anything else each method
+/// says `None`, and the caller reads the message through Cap'n Proto,
+/// which reads the same wherever this reads anything (the tests hold it).
+pub(crate) struct Root<'a> {
+    /// The segment, without the table.
+    segment: &'a [u8],
+    /// Where the struct starts, in words.
+    start: usize,
+    data: usize,
+    pointers: usize,
+    /// Words still to be read: Cap'n Proto stops a message that reads more
+    /// than a few times its size (by pointing many pointers at one blob);
+    /// this reads at most its size once, well within that limit.
+    budget: usize,
+}
+
+impl<'a> Root<'a> {
+    /// The root struct of the message that is all of `bytes`.
+    pub(crate) fn of(bytes: &'a [u8]) -> Option<Self> {
+        let table = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let segment = &bytes[8..];
+        let words = segment.len() / 8;
+        if !segment.len().is_multiple_of(8) || table as u32 != 0 || (table >> 32) as usize != words
+        {
+            return None;
+        }
+        let mut root = Root {
+            segment,
+            start: 0,
+            data: 0,
+            pointers: 1,
+            budget: words,
+        };
+        let (target, upper) = root.pointer(0, 0)?;
+        let (data, pointers) = ((upper & 0xffff) as usize, (upper >> 16) as usize);
+        root.take(target, data + pointers)?;
+        Some(Root {
+            start: target,
+            data,
+            pointers,
+            ..root
+        })
     }
-    let root = word(1)?;
-    let (lower, upper) = (root as u32, (root >> 32) as u32);
-    // A struct pointer (kind 0) with a non-negative offset.
-    if lower & 3 != 0 || (lower as i32) < 0 {
-        return None;
+
+    /// Data word `i`, if the struct has it.
+    pub(crate) fn data(&self, i: usize) -> Option<u64> {
+        (i < self.data).then(|| self.word(self.start + i))
     }
-    let start = 1 + (lower >> 2) as usize;
-    let (data, pointers) = ((upper & 0xffff) as usize, (upper >> 16) as usize);
-    if data < N || start + data + pointers > words {
-        return None;
+
+    /// Pointer `i` as a `blob` (empty if null), if it is a byte list.
+    pub(crate) fn blob(&mut self, i: usize, blob: Blob) -> Option<&'a [u8]> {
+        if self.pointer_word(i)? == 0 {
+            return Some(&[]);
+        }
+        const BYTE: u32 = 2;
+        let (target, upper) = self.pointer(self.start + self.data + i, 1)?;
+        let count = (upper >> 3) as usize;
+        if upper & 7 != BYTE {
+            return None;
+        }
+        self.take(target, count.div_ceil(8))?;
+        let bytes = &self.segment[8 * target..8 * target + count];
+        match blob {
+            Blob::Data => Some(bytes),
+            Blob::Text => match bytes.split_last() {
+                Some((0, text)) => Some(text),
+                _ => None,
+            },
+        }
     }
-    let mut found = [0; N];
-    for (i, value) in found.iter_mut().enumerate() {
-        // The segment starts after the table: segment word w is word w + 1.
-        *value = word(1 + start + i)?;
+
+    /// Whether pointer `i` is a list with no elements (or null); `None` if
+    /// it is anything else.
+    pub(crate) fn empty_list(&mut self, i: usize) -> Option<()> {
+        if self.pointer_word(i)? == 0 {
+            return Some(());
+        }
+        const INLINE_COMPOSITE: u32 = 7;
+        let (target, upper) = self.pointer(self.start + self.data + i, 1)?;
+        // A list of structs of no words: just its tag, a struct pointer
+        // whose offset is the element count (zero).
+        if upper != INLINE_COMPOSITE {
+            return None;
+        }
+        self.take(target, 1)?;
+        (self.word(target) as u32 == 0).then_some(())
     }
-    Some(found)
+
+    fn word(&self, at: usize) -> u64 {
+        u64::from_le_bytes(
+            self.segment[8 * at..8 * at + 8]
+                .try_into()
+                .expect("8 bytes"),
+        )
+    }
+
+    fn pointer_word(&self, i: usize) -> Option<u64> {
+        (i < self.pointers).then(|| self.word(self.start + self.data + i))
+    }
+
+    /// The pointer at word `at`, if it is of `kind` with a forward offset:
+    /// where it points and its upper half.
+    fn pointer(&self, at: usize, kind: u32) -> Option<(usize, u32)> {
+        let pointer = self.word(at);
+        let (lower, upper) = (pointer as u32, (pointer >> 32) as u32);
+        if lower & 3 != kind || (lower as i32) < 0 {
+            return None;
+        }
+        Some((at + 1 + (lower >> 2) as usize, upper))
+    }
+
+    /// Reads `words` words at `target`, if they are inside the segment and
+    /// the budget allows.
+    fn take(&mut self, target: usize, words: usize) -> Option<()> {
+        let inside = target.checked_add(words)? <= self.segment.len() / 8;
+        self.budget = self.budget.checked_sub(words).filter(|_| inside)?;
+        Some(())
+    }
 }
 
 /// A struct pointer (kind 0) with `offset` in its offset bits.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::task_capnp::envelope;
-use crate::record::layout::{Blob, MAX_LIST, Segment, struct_pointer};
+use crate::record::layout::{Blob, MAX_LIST, Root, Segment, struct_pointer};
 use crate::record::read_message;
 
 /// The UUID namespace of unique tasks' ids.
@@ -224,9 +224,64 @@ impl Envelope {
         out
     }
 
+    /// The envelope read straight from `bytes` (see [`Root`]), if it has the
+    /// shape `encode` writes and no trace headers; otherwise Cap'n Proto
+    /// decodes it. A worker decodes an envelope for every run, which took
+    /// Cap'n Proto about 4000 instructions.
+    fn read_direct(bytes: &[u8]) -> Option<Envelope> {
+        let mut root = Root::of(bytes)?;
+        let data = [0, 1, 2, 3, 4].map(|i| root.data(i));
+        let [
+            Some(first),
+            Some(submitted_ms),
+            Some(not_before_ms),
+            Some(retries),
+            Some(timeout),
+        ] = data
+        else {
+            return None;
+        };
+        root.empty_list(7)?;
+        let optional_id = |bytes: &[u8]| match bytes {
+            [] => Some(None),
+            bytes => TaskId::from_slice(bytes).map(Some),
+        };
+        let id = TaskId::from_slice(root.blob(0, Blob::Data)?)?;
+        let parent = optional_id(root.blob(5, Blob::Data)?)?;
+        let workflow = optional_id(root.blob(6, Blob::Data)?)?;
+        let args = Bytes::copy_from_slice(root.blob(3, Blob::Data)?);
+        let mut text = |i| std::str::from_utf8(root.blob(i, Blob::Text)?).ok();
+        let (name, queue, key) = (text(1)?, text(2)?, text(4)?);
+        Some(Envelope {
+            id,
+            name: name.into(),
+            queue: queue.into(),
+            args,
+            attempt: first as u32,
+            submitted_ms,
+            not_before_ms,
+            priority: (first >> 32) as u8,
+            idempotency_key: (!key.is_empty()).then(|| key.to_string()),
+            parent,
+            workflow,
+            trace: Vec::new(),
+            // Stored XORed with its default, -1.
+            max_retries: u32::try_from(retries as u32 as i32 ^ -1).ok(),
+            timeout: (timeout > 0).then(|| Duration::from_millis(timeout)),
+        })
+    }
+
     /// Decodes an envelope; any bytes give an envelope or an error, never a
     /// panic.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        match Self::read_direct(bytes) {
+            Some(envelope) => Ok(envelope),
+            None => Self::read_capnp(bytes),
+        }
+    }
+
+    /// Decodes an envelope through Cap'n Proto's reader, whatever its shape.
+    fn read_capnp(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         let invalid = |e: capnp::Error| EnvelopeError(e.to_string());
         let envelope = read_message(bytes, |message| {
             let root = message.get_root::<envelope::Reader<'_>>()?;
@@ -374,6 +429,36 @@ mod tests {
             let encoded = envelope.encode();
             proptest::prop_assert_eq!(&encoded, &built_by_capnp(&envelope));
             proptest::prop_assert_eq!(Envelope::decode(&encoded), Ok(envelope));
+        }
+    }
+
+    proptest::proptest! {
+        /// Wherever an envelope is read straight from its bytes (always, for
+        /// one as `encode` writes it, without trace headers), Cap'n Proto
+        /// reads the same, whatever single damage the bytes took: any byte
+        /// changed, any word zeroed, the message cut short.
+        #[test]
+        fn envelopes_read_directly_are_those_capnp_reads(
+            envelope in envelopes(),
+            bits in 1..=255u8,
+        ) {
+            let bytes = envelope.encode();
+            let direct = Envelope::read_direct(&bytes);
+            proptest::prop_assert_eq!(direct.is_some(), envelope.trace.is_empty());
+            let same = |bytes: &[u8]| {
+                Envelope::read_direct(bytes).is_none_or(|direct| Envelope::read_capnp(bytes) == Ok(direct))
+            };
+            for at in 0..bytes.len() {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= bits;
+                proptest::prop_assert!(same(&damaged), "byte {} ^ {}", at, bits);
+            }
+            for word in 0..bytes.len() / 8 {
+                let mut damaged = bytes.clone();
+                damaged[8 * word..8 * word + 8].fill(0);
+                proptest::prop_assert!(same(&damaged), "word {} zeroed", word);
+                proptest::prop_assert!(same(&bytes[..8 * word]), "cut at word {}", word);
+            }
         }
     }
 
