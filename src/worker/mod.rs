@@ -15,7 +15,10 @@
 //! them. So a worker that dies loses its tasks to the others after one
 //! lease, based on idle time, not heartbeats. Every delivery counts, crash
 //! redeliveries included: a task delivered more than its `max_deliveries`
-//! goes to the dead letters instead of crash-looping the workers.
+//! goes to the dead letters instead of crash-looping the workers. A worker
+//! reads new tasks with `unsynced_delivery`: the delivery is handed to the
+//! operating system before the task starts (a crash of the process keeps
+//! it) but not waited for on disk, which only a power loss can undo.
 
 use std::any::Any;
 use std::future::Future;
