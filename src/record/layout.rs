@@ -228,3 +228,19 @@ fn list_pointer(at: usize, target: usize, size: u32, count: usize) -> u64 {
     let upper = ((count as u32) << 3) | size;
     u64::from(lower) | (u64::from(upper) << 32)
 }
+
+/// Every single damage of a message, for the tests that hold the direct
+/// reads to Cap'n Proto: each byte changed by `bits`, each word zeroed,
+/// each shorter length.
+#[cfg(test)]
+pub(crate) fn single_damages(bytes: &[u8], bits: u8) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let damaged = |damage: &dyn Fn(&mut Vec<u8>)| {
+        let mut copy = bytes.to_vec();
+        damage(&mut copy);
+        copy
+    };
+    let changed = (0..bytes.len()).map(move |at| damaged(&|b| b[at] ^= bits));
+    let zeroed = (0..bytes.len() / 8).map(move |w| damaged(&|b| b[8 * w..8 * w + 8].fill(0)));
+    let cut = (0..bytes.len() / 8).map(move |w| bytes[..8 * w].to_vec());
+    changed.chain(zeroed).chain(cut)
+}

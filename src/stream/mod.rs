@@ -820,10 +820,11 @@ impl<L: Log> Stream<L> {
                 .collect();
             (entries, wait)
         };
-        if unsynced {
-            self.journal.flush()?;
-        } else {
+        if !unsynced {
             self.wait(wait).await?;
+        } else if wait != Offset(0) {
+            // A crash of the process must keep the delivery.
+            self.journal.flush()?;
         }
         Ok(entries)
     }
