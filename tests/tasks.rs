@@ -8,6 +8,8 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use orcastra::log::storage::SimStorage;
+use orcastra::log::{FsyncPolicy, LogOptions};
 use orcastra::prelude::*;
 use orcastra::streams::{AddOptions, Bound, Clock, Streams, field};
 use orcastra::task::{Envelope, TaskId};
@@ -908,6 +910,54 @@ async fn delayed_tasks_survive_a_restart() {
     assert!(starts(&key)[0] - submitted >= delay);
     worker.stop().await;
     assert_eq!(calls(&key), 1);
+}
+
+/// A submission returns once its task is durable, and sees it queued at
+/// once. A power loss right after, which may take the `queued` state (it is
+/// recorded without the submitter waiting), leaves the task to run, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_submitted_before_a_power_loss_runs_after_it() {
+    let open = |sim: &SimStorage| {
+        let options = LogOptions::default()
+            .fsync(FsyncPolicy::Batch)
+            .storage(sim.clone());
+        Orcastra::open_with("/data/tasks", options)
+    };
+    let mut stateless = 0;
+    for seed in 0..20 {
+        let sim = SimStorage::new(seed);
+        let orca = open(&sim).await.unwrap();
+        let key = format!("power-{seed}-{}", TaskId::new());
+        let id = flaky::submit(&orca, key.clone(), 0).await.unwrap().id();
+        assert_eq!(orca.state(id).map(|s| s.state), Some(State::Queued));
+        sim.power_loss();
+        drop(orca);
+        // The dead handle's tasks may hold a stream they opened after the
+        // power loss for a moment.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (orca, worker) = loop {
+            let reopened = async {
+                let orca = open(&sim).await?;
+                let states = orca.streams().len("orca:states").await?;
+                let worker = orca.worker().register(flaky::task()).start().await?;
+                Ok::<_, orcastra::Error>((orca, states, worker))
+            };
+            match reopened.await {
+                Ok((orca, states, worker)) => {
+                    stateless += usize::from(states == 0);
+                    break (orca, worker);
+                }
+                Err(error) => assert!(Instant::now() < deadline, "{error}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), orca.handle::<usize>(id).result()).await;
+        assert_eq!(result.expect("the task ran").unwrap(), Ok(1), "seed {seed}");
+        worker.stop().await;
+        assert_eq!(calls(&key), 1, "seed {seed}");
+    }
+    println!("{stateless} of 20 power losses took the queued state");
 }
 
 /// A stopped worker lets go of the backend: the Tokio tasks that ran its

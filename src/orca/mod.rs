@@ -315,7 +315,11 @@ impl Orcastra {
         &self.inner.streams
     }
 
-    /// Submits a task; returns once it is durably queued.
+    /// Submits a task; returns once it is durably queued. This process
+    /// sees it queued at once; its `queued` state event is recorded just
+    /// after, without the submission waiting for that fsync (a power loss
+    /// in between leaves the task queued, with no state until it runs),
+    /// except for a unique submission, which waits for it.
     pub async fn submit<T: Task>(
         &self,
         task: T,
@@ -436,7 +440,14 @@ impl Orcastra {
                 reason: format!("arguments of {size} bytes; an envelope holds less than 512 MiB"),
             });
         }
-        let mut write = Write::default();
+        // A unique submission waits for its states too: a key whose task
+        // has no recorded state counts as free after a while
+        // (`unique::CLAIM_GRACE`), so a power loss that took the state
+        // could let a second task take it.
+        let mut write = Write {
+            answered_once_added: options.unique_key.is_none(),
+            ..Write::default()
+        };
         let mut ids = Vec::with_capacity(args.len());
         // Shared by every envelope and state of the batch.
         let (name, queue): (Arc<str>, Arc<str>) = (name.into(), queue.into());

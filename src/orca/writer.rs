@@ -41,6 +41,11 @@ pub(crate) struct Write {
     /// A worker's slot, freed once this write is done, whatever its
     /// outcome: a worker fetches no faster than its tasks' ends are written.
     pub(crate) slot: Option<OwnedSemaphorePermit>,
+    /// A submission's: answered once its entries are durable, its states
+    /// taken in by this process's state keeper at once and recorded after
+    /// (a crash between leaves the tasks queued with no state yet, as a
+    /// crash of the submitter just after its answer would).
+    pub(crate) answered_once_added: bool,
 }
 
 impl Write {
@@ -126,6 +131,11 @@ enum Stage {
 }
 
 impl Stage {
+    /// Whether `write`'s caller hears back once this stage wrote it.
+    fn answers(self, write: &Write) -> bool {
+        !self.leaves_more(write) || matches!(self, Stage::Add) && write.answered_once_added
+    }
+
     /// Whether a later stage has something to write of `write`.
     fn leaves_more(self, write: &Write) -> bool {
         match self {
@@ -190,10 +200,12 @@ async fn run_stage(
             }
             let mut more = false;
             for (write, reply) in &mut batch {
+                if stage.answers(write) {
+                    answer(reply.take(), Ok(()));
+                }
                 if stage.leaves_more(write) {
                     more = true;
                 } else {
-                    answer(reply.take(), Ok(()));
                     // Frees the worker's slot now.
                     write.slot = None;
                 }
@@ -221,6 +233,12 @@ async fn add(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError
     }
     for (stream, entries) in adds {
         inner.streams.add_batch(&stream, entries).await?;
+    }
+    let now = inner.clock.now_ms();
+    for (write, _) in batches.iter().flatten() {
+        if write.answered_once_added {
+            inner.states.submitted(&write.states, now);
+        }
     }
     Ok(())
 }

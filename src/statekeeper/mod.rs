@@ -258,6 +258,19 @@ pub(crate) struct StateKeeper {
     written_here: Mutex<VecDeque<(StreamId, Option<RunState>)>>,
 }
 
+/// Whether `state` is newer than `current`, the task's state so far. A
+/// final state stays, except a dead task requeued for a new attempt
+/// (`Orcastra::requeue_dead`); of two states of one stage of a run, the
+/// later event wins (a state not recorded yet has the earliest).
+fn supersedes(state: &RunState, current: Option<&RunState>) -> bool {
+    current.is_none_or(|current| {
+        let later = (state.attempt, state.state.rank(), state.event)
+            > (current.attempt, current.state.rank(), current.event);
+        let revived = current.state == State::Dead && state.attempt > current.attempt;
+        (later && !current.state.is_final()) || revived
+    })
+}
+
 /// The tasks of one shard of the state keeper.
 #[derive(Default)]
 struct Shard {
@@ -450,15 +463,7 @@ impl StateKeeper {
         for state in recorded {
             // Events go out under the lock: each task's in order.
             let states = &mut self.shard(state.id).lock().states;
-            // A final state stays, except a dead task requeued for a new
-            // attempt (`Orcastra::requeue_dead`).
-            let replaces = states.get(&state.id).is_none_or(|current| {
-                let later = (state.attempt, state.state.rank(), state.event)
-                    > (current.attempt, current.state.rank(), current.event);
-                let revived = current.state == State::Dead && state.attempt > current.attempt;
-                (later && !current.state.is_final()) || revived
-            });
-            if replaces {
+            if supersedes(&state, states.get(&state.id)) {
                 cancellation |= state.state == State::Cancelled;
                 if state.state.is_final() {
                     ended.push(state.id);
@@ -486,6 +491,21 @@ impl StateKeeper {
         }
         if cancellation {
             self.cancelled.notify_waiters();
+        }
+    }
+
+    /// Takes in the states of tasks just submitted, whose entries are
+    /// durable and whose events are not yet (`now_ms`: the time): this
+    /// process's lookups see them at once, subscribers only once their
+    /// events are recorded and replace them.
+    pub(crate) fn submitted(&self, states: &[RunState], now_ms: u64) {
+        for state in states {
+            let states = &mut self.shard(state.id).lock().states;
+            if supersedes(state, states.get(&state.id)) {
+                let mut state = state.clone();
+                state.updated_ms = now_ms;
+                states.insert(state.id, state);
+            }
         }
     }
 
