@@ -40,7 +40,7 @@ struct Records {
     /// The rest of the chunk the next records are copied into. Records are
     /// slices of large chunks, not allocations of their own: dropping a
     /// million small allocations filled glibc's fast bins, and the next
-    /// large allocation in that arena consolidated them for about 15 ms,
+    /// large allocation in that arena consolidated them for about 20 ms,
     /// under whatever lock its caller held.
     chunk: BytesMut,
     /// The size of the next chunk.

@@ -131,11 +131,6 @@ enum Stage {
 }
 
 impl Stage {
-    /// Whether `write`'s caller hears back once this stage wrote it.
-    fn answers(self, write: &Write) -> bool {
-        !self.leaves_more(write) || matches!(self, Stage::Add) && write.answered_once_added
-    }
-
     /// Whether a later stage has something to write of `write`.
     fn leaves_more(self, write: &Write) -> bool {
         match self {
@@ -200,12 +195,13 @@ async fn run_stage(
             }
             let mut more = false;
             for (write, reply) in &mut batch {
-                if stage.answers(write) {
-                    answer(reply.take(), Ok(()));
-                }
                 if stage.leaves_more(write) {
                     more = true;
+                    if matches!(stage, Stage::Add) && write.answered_once_added {
+                        answer(reply.take(), Ok(()));
+                    }
                 } else {
+                    answer(reply.take(), Ok(()));
                     // Frees the worker's slot now.
                     write.slot = None;
                 }
