@@ -595,6 +595,23 @@ async fn cancelled_tasks_never_run_and_running_ones_are_told(s: Subject) {
     worker.stop().await;
 }
 
+/// The events of task `id` in `orca:states`: each state's name, and
+/// whether it names when the run started.
+async fn recorded_states(s: &Subject, id: TaskId) -> Vec<(String, bool)> {
+    let events = s.orca.streams();
+    let events = events.range("orca:states", Bound::Min, Bound::Max, None);
+    let text = |fields: &[(Bytes, Bytes)], name| {
+        field(fields, name).map(|value| String::from_utf8_lossy(value).into_owned())
+    };
+    (events.await.unwrap().into_iter())
+        .filter(|event| text(&event.fields, "id") == Some(id.to_string()))
+        .map(|event| {
+            let state = text(&event.fields, "state").unwrap();
+            (state, field(&event.fields, "started").is_some())
+        })
+        .collect()
+}
+
 async fn running_tasks_report_progress(s: Subject) {
     let worker = worker_for(&s, reporting::task()).await;
     let handle = reporting::submit(&s.orca, 4).await.unwrap();
@@ -612,6 +629,18 @@ async fn running_tasks_report_progress(s: Subject) {
     PROGRESS_GATE.add_permits(1);
     assert_eq!(handle.result().await.unwrap().unwrap(), 4);
     worker.stop().await;
+    // A run that waits is recorded running as it starts.
+    let events = recorded_states(&s, handle.id()).await;
+    let expected = [
+        ("queued", false),
+        ("running", true),
+        ("running", true),
+        ("succeeded", true),
+    ];
+    assert_eq!(
+        events,
+        expected.map(|(state, started)| (state.into(), started))
+    );
 }
 
 async fn priorities_come_first_but_never_starve_the_rest(s: Subject) {
@@ -701,9 +730,12 @@ async fn state_events_reach_subscribers_and_results_go_after_their_time(s: Subje
             seen.push(event.state);
         }
     }
-    // Queued and running may be recorded in either order by two writers.
-    seen.sort_by_key(|state| *state as u8);
     assert_eq!(seen, [State::Queued, State::Running, State::Succeeded]);
+    // A run that ends at its first poll is recorded by its end alone, which
+    // names when it started; subscribers got the running state it implies.
+    let events = recorded_states(&s, handle.id()).await;
+    let expected = [("queued".to_string(), false), ("succeeded".into(), true)];
+    assert_eq!(events, expected);
 
     // Results kept for a moment only: the state events, the finished state
     // and the queue entries every worker is done with go.

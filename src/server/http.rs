@@ -194,6 +194,7 @@ fn state_json(state: &RunState) -> Value {
         "result": raw(&state.result),
         "error": state.error,
         "progress": raw(&state.progress),
+        "started_ms": state.started_ms,
         "updated_ms": state.updated_ms,
     })
 }

@@ -119,6 +119,9 @@ pub struct RunState {
     pub attempt: u32,
     /// The worker that runs or ran it.
     pub worker: Option<Arc<str>>,
+    /// When its current run started, in milliseconds since the Unix epoch:
+    /// set from `Running` on, until the next attempt.
+    pub started_ms: Option<u64>,
     /// The JSON of its result, once it succeeded.
     pub result: Option<Bytes>,
     /// Why it failed or is dead.
@@ -149,6 +152,7 @@ impl RunState {
             state,
             attempt,
             worker: None,
+            started_ms: None,
             result: None,
             error: None,
             progress: None,
@@ -164,19 +168,23 @@ impl RunState {
     }
 
     /// The event's field names and values, in order; the id and the
-    /// attempt are formatted into the buffers given.
-    fn pairs<'a>(
-        &'a self,
-        id: &'a mut [u8; uuid::fmt::Hyphenated::LENGTH],
-        attempt: &'a mut itoa::Buffer,
-    ) -> impl Pairs<'a> {
-        let (id, attempt) = (self.id.encode(id), attempt.format(self.attempt).as_bytes());
+    /// numbers are formatted into the buffers given.
+    fn pairs<'a>(&'a self, text: &'a mut TextBuffers) -> impl Pairs<'a> {
+        let TextBuffers {
+            id,
+            attempt,
+            started,
+        } = text;
+        let id = self.id.encode(id);
+        let attempt = attempt.format(self.attempt).as_bytes();
+        let started = self.started_ms.map(|ms| started.format(ms).as_bytes());
         [
             (&b"id"[..], Some(id)),
             (b"name", Some(self.name.as_bytes())),
             (b"queue", Some(self.queue.as_bytes())),
             (b"state", Some(self.state.name().as_bytes())),
             (b"attempt", Some(attempt)),
+            (b"started", started),
             (b"worker", self.worker.as_deref().map(str::as_bytes)),
             (b"result", self.result.as_deref()),
             (b"error", self.error.as_deref().map(str::as_bytes)),
@@ -198,6 +206,7 @@ impl RunState {
             state: State::parse(field("state")?)?,
             attempt: text("attempt")?.parse().ok()?,
             worker: text("worker").map(Arc::from),
+            started_ms: text("started").and_then(|ms| ms.parse().ok()),
             result: field("result").cloned(),
             error: text("error").map(str::to_string),
             progress: field("progress").cloned(),
@@ -205,21 +214,57 @@ impl RunState {
             event: entry.id,
         })
     }
+
+    /// The `Running` state this end of a run stands for, if the task's
+    /// state so far, `current`, is from before that run: a run that ends at
+    /// its first poll is recorded by its end alone, which names when it
+    /// started. Subscribers get it before the end.
+    fn implied_start(&self, current: Option<&RunState>) -> Option<RunState> {
+        let started = self.started_ms.filter(|_| self.state.ends_attempt())?;
+        let before_run = current.is_none_or(|current| {
+            (current.attempt, current.state.rank()) < (self.attempt, State::Running.rank())
+        });
+        before_run.then(|| RunState {
+            state: State::Running,
+            result: None,
+            error: None,
+            progress: None,
+            updated_ms: started,
+            ..self.clone()
+        })
+    }
+}
+
+/// Buffers a state event's id and numbers are formatted into.
+struct TextBuffers {
+    id: [u8; uuid::fmt::Hyphenated::LENGTH],
+    attempt: itoa::Buffer,
+    started: itoa::Buffer,
+}
+
+impl TextBuffers {
+    fn new() -> Self {
+        TextBuffers {
+            id: [0; uuid::fmt::Hyphenated::LENGTH],
+            attempt: itoa::Buffer::new(),
+            started: itoa::Buffer::new(),
+        }
+    }
 }
 
 /// A state is written for every step of every task: its event is encoded
 /// straight from it.
 impl NewEntry for RunState {
     fn encode(&self, id: StreamId, timestamp_ms: u64, encoder: &mut Encoder) {
-        let (mut text, mut attempt) = ([0; uuid::fmt::Hyphenated::LENGTH], itoa::Buffer::new());
-        let pairs = self.pairs(&mut text, &mut attempt);
+        let mut text = TextBuffers::new();
+        let pairs = self.pairs(&mut text);
         encoder.push(id, timestamp_ms, pairs, std::iter::empty());
     }
 
     #[cfg(feature = "redis")]
     fn to_fields(&self) -> crate::streams::Fields {
-        let (mut text, mut attempt) = ([0; uuid::fmt::Hyphenated::LENGTH], itoa::Buffer::new());
-        self.pairs(&mut text, &mut attempt)
+        let mut text = TextBuffers::new();
+        self.pairs(&mut text)
             .map(|(name, value)| (Bytes::copy_from_slice(name), Bytes::copy_from_slice(value)))
             .collect()
     }
@@ -463,12 +508,16 @@ impl StateKeeper {
         for state in recorded {
             // Events go out under the lock: each task's in order.
             let states = &mut self.shard(state.id).lock().states;
-            if supersedes(&state, states.get(&state.id)) {
+            let current = states.get(&state.id);
+            if supersedes(&state, current) {
                 cancellation |= state.state == State::Cancelled;
                 if state.state.is_final() {
                     ended.push(state.id);
                 }
                 if self.events.receiver_count() > 0 {
+                    if let Some(running) = state.implied_start(current) {
+                        let _ = self.events.send(running);
+                    }
                     let _ = self.events.send(state.clone());
                 }
                 states.insert(state.id, state);
@@ -695,6 +744,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_end_that_names_its_start_gives_subscribers_the_running_state_once() {
+        let keeper = StateKeeper::default();
+        let mut events = keeper.subscribe();
+        let (quick, slow) = (TaskId::new(), TaskId::new());
+        let ran = |id, state, attempt, event| {
+            let mut ran = recorded(id, state, event);
+            (ran.attempt, ran.started_ms) = (attempt, Some(event - 1));
+            ran
+        };
+        keeper.apply([recorded(quick, State::Queued, 1)]);
+        // Ends at once, attempt after attempt: each run's only event.
+        keeper.apply([ran(quick, State::Retrying, 0, 3)]);
+        keeper.apply([ran(quick, State::Succeeded, 1, 5)]);
+        // Recorded running as it started: nothing implied.
+        keeper.apply([ran(slow, State::Running, 0, 6)]);
+        keeper.apply([ran(slow, State::Failed, 0, 8)]);
+        // Read back: no state twice.
+        keeper.apply([
+            ran(quick, State::Succeeded, 1, 5),
+            ran(slow, State::Failed, 0, 8),
+        ]);
+
+        let mut seen = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            let task = if event.id == quick { "quick" } else { "slow" };
+            seen.push((task, event.state, event.attempt, event.updated_ms));
+        }
+        let expected = [
+            ("quick", State::Queued, 0, 1),
+            ("quick", State::Running, 0, 2),
+            ("quick", State::Retrying, 0, 3),
+            ("quick", State::Running, 1, 4),
+            ("quick", State::Succeeded, 1, 5),
+            ("slow", State::Running, 0, 6),
+            ("slow", State::Failed, 0, 8),
+        ];
+        assert_eq!(seen, expected);
+        assert_eq!(keeper.get(quick).map(|s| s.state), Some(State::Succeeded));
+    }
+
     /// Wakes counted.
     struct Counter(AtomicU64);
 
@@ -738,6 +828,7 @@ mod tests {
     fn a_state_event_is_encoded_straight_from_the_state_and_reads_back() {
         let mut state = recorded(TaskId::new(), State::Failed, 0);
         state.attempt = 12;
+        state.started_ms = Some(1_700_000_000_123);
         state.worker = Some("w1".into());
         state.result = Some(Bytes::from_static(b"[1]"));
         state.error = Some("boom".into());
@@ -752,12 +843,13 @@ mod tests {
             (1, event, 7)
         );
         let names: Vec<&[u8]> = record.fields.iter().map(|(n, _)| &n[..]).collect();
-        let expected: [&[u8]; 9] = [
+        let expected: [&[u8]; 10] = [
             b"id",
             b"name",
             b"queue",
             b"state",
             b"attempt",
+            b"started",
             b"worker",
             b"result",
             b"error",
@@ -765,6 +857,7 @@ mod tests {
         ];
         assert_eq!(names, expected);
         assert_eq!(field(&record.fields, "attempt").unwrap(), "12");
+        assert_eq!(field(&record.fields, "started").unwrap(), "1700000000123");
         assert_eq!(field(&record.fields, "state").unwrap(), "failed");
         #[cfg(feature = "redis")]
         assert_eq!(state.to_fields(), record.fields);

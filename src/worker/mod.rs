@@ -26,6 +26,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -744,9 +745,7 @@ impl Shared {
             envelope.attempt,
         );
         running.worker = Some(Arc::clone(&self.name));
-        // Not waited for: the end of the run is written after it, and if
-        // this write fails, so does that one, leaving the task pending.
-        self.orcastra.write_later(Write::state(running.clone()));
+        running.started_ms = Some(self.orcastra.inner().clock.now_ms());
         let timeout = envelope.timeout.or(options.timeout);
         let cancel = CancellationToken::new();
         let key = (Arc::clone(&stream), id);
@@ -764,13 +763,24 @@ impl Shared {
         // Boxed by `run` (its type is erased), like the rarer awaits below:
         // every runner keeps a future of this function's size.
         let mut run = task.run(&envelope.args, context, timeout, self.release.clone());
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut run => break outcome,
-                Ok(()) = reports.changed() => {
-                    let mut report = running.clone();
-                    report.progress = reports.borrow_and_update().clone();
-                    Box::pin(self.record(report)).await;
+        let outcome = match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
+            // Ended at once: its end, which names when it started, is the
+            // run's one event (one write, where most runs take two).
+            Poll::Ready(outcome) => outcome,
+            Poll::Pending => {
+                // Not waited for: the end of the run is written after it,
+                // and if this write fails, so does that one, leaving the
+                // task pending.
+                self.orcastra.write_later(Write::state(running.clone()));
+                loop {
+                    tokio::select! {
+                        outcome = &mut run => break outcome,
+                        Ok(()) = reports.changed() => {
+                            let mut report = running.clone();
+                            report.progress = reports.borrow_and_update().clone();
+                            Box::pin(self.record(report)).await;
+                        }
+                    }
                 }
             }
         };
