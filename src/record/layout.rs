@@ -90,7 +90,7 @@ impl<'a> Segment<'a> {
 
 /// The root struct of a message, read straight from its bytes, for the
 /// messages read most (an entry's id for every record a scan passes over,
-/// a task's envelope for every run), where Cap'n Proto's reader took
+/// every record read, a task's envelope for every run), where Cap'n Proto's reader took
 /// thousands of instructions. It reads only messages of the shape written
 /// here: one segment that fills the bytes, pointers with forward offsets to
 /// objects inside it, text ending in NUL. For anything else each method
@@ -144,11 +144,51 @@ impl<'a> Root<'a> {
 
     /// Pointer `i` as a `blob` (empty if null), if it is a byte list.
     pub(crate) fn blob(&mut self, i: usize, blob: Blob) -> Option<&'a [u8]> {
+        self.pointer_word(i)?;
+        self.blob_at(self.start + self.data + i, blob)
+    }
+
+    /// Pointer `i` as a list of structs of two `blob` pointers (a record's
+    /// fields or headers), each pair as `each` makes it; empty if null.
+    pub(crate) fn pairs<T>(
+        &mut self,
+        i: usize,
+        blob: Blob,
+        mut each: impl FnMut(&'a [u8], &'a [u8]) -> T,
+    ) -> Option<Vec<T>> {
         if self.pointer_word(i)? == 0 {
+            return Some(Vec::new());
+        }
+        const INLINE_COMPOSITE: u32 = 7;
+        let (target, upper) = self.pointer(self.start + self.data + i, 1)?;
+        let words = (upper >> 3) as usize;
+        if upper & 7 != INLINE_COMPOSITE {
+            return None;
+        }
+        self.take(target, 1 + words)?;
+        // The tag: a struct pointer whose offset is the element count, each
+        // element of no data words and two pointers.
+        let tag = self.word(target);
+        let count = (tag as u32 >> 2) as usize;
+        if tag as u32 & 3 != 0 || (tag >> 32) as u32 != 2 << 16 || 2 * count != words {
+            return None;
+        }
+        (0..count)
+            .map(|element| {
+                let at = target + 1 + 2 * element;
+                Some(each(self.blob_at(at, blob)?, self.blob_at(at + 1, blob)?))
+            })
+            .collect()
+    }
+
+    /// The pointer at word `at` as a `blob` (empty if null), if it is a
+    /// byte list.
+    fn blob_at(&mut self, at: usize, blob: Blob) -> Option<&'a [u8]> {
+        if self.word(at) == 0 {
             return Some(&[]);
         }
         const BYTE: u32 = 2;
-        let (target, upper) = self.pointer(self.start + self.data + i, 1)?;
+        let (target, upper) = self.pointer(at, 1)?;
         let count = (upper >> 3) as usize;
         if upper & 7 != BYTE {
             return None;
