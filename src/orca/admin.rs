@@ -172,12 +172,12 @@ impl Orcastra {
             // A new attempt, so that its states come after those of its death.
             Some(mut envelope) => {
                 envelope.attempt += 1;
-                self.add_to_queue(&envelope, &mut write).await?;
+                let stream = self.served_queue(&envelope.queue, envelope.priority);
+                Orcastra::add_to_queue(&stream.await?, &envelope, &mut write);
             }
             // Back as it came: the worker will say again what is wrong with it.
             None => {
-                let stream = queue_stream(queue, 0);
-                self.ensure_group(&stream, WORKERS).await?;
+                let stream = self.served_queue(queue, 0).await?;
                 let fields = fields.into_iter().filter(|(name, _)| name != "reason");
                 write.adds.push((stream, fields.collect()));
             }

@@ -451,6 +451,10 @@ impl Orcastra {
         let mut ids = Vec::with_capacity(args.len());
         // Shared by every envelope and state of the batch.
         let (name, queue): (Arc<str>, Arc<str>) = (name.into(), queue.into());
+        let stream = match not_before <= now {
+            true => Some(self.served_queue(&queue, priority).await?),
+            false => None,
+        };
         for args in args {
             let mut envelope = Envelope::new(Arc::clone(&name), Arc::clone(&queue), args, now);
             if let Some(key) = &options.unique_key {
@@ -469,8 +473,8 @@ impl Orcastra {
             envelope.priority = priority;
             envelope.max_retries = options.retries;
             envelope.timeout = options.timeout;
-            if not_before <= now {
-                self.add_to_queue(&envelope, &mut write).await?;
+            if let Some(stream) = &stream {
+                Orcastra::add_to_queue(stream, &envelope, &mut write);
             } else {
                 envelope.not_before_ms = not_before;
                 timekeeper::add_to_schedule(self, &envelope, &mut write).await?;
@@ -538,17 +542,23 @@ impl Orcastra {
         }
     }
 
-    /// Puts an envelope in its queue and records it as queued, as part of
-    /// `write`.
-    pub(crate) async fn add_to_queue(
+    /// The stream of `queue` at `priority`, its workers' group made sure
+    /// of: where [`add_to_queue`](Self::add_to_queue) puts its tasks.
+    pub(crate) async fn served_queue(
         &self,
-        envelope: &Envelope,
-        write: &mut Write,
-    ) -> Result<(), StreamError> {
-        let stream = queue_stream(&envelope.queue, envelope.priority);
+        queue: &str,
+        priority: u8,
+    ) -> Result<Arc<str>, StreamError> {
+        let stream = queue_stream(queue, priority);
         self.ensure_group(&stream, WORKERS).await?;
+        Ok(stream.into())
+    }
+
+    /// Puts an envelope in `stream`, its queue's (see [`served_queue`](Self::served_queue)),
+    /// and records it as queued, as part of `write`.
+    pub(crate) fn add_to_queue(stream: &Arc<str>, envelope: &Envelope, write: &mut Write) {
         let fields = vec![(Bytes::from_static(b"task"), Bytes::from(envelope.encode()))];
-        write.adds.push((stream, fields));
+        write.adds.push((Arc::clone(stream), fields));
         let queued = RunState::new(
             envelope.id,
             Arc::clone(&envelope.name),
@@ -557,7 +567,6 @@ impl Orcastra {
             envelope.attempt,
         );
         write.states.push(queued);
-        Ok(())
     }
 
     /// Writes within the next batch of this process's writes.

@@ -33,7 +33,7 @@ const MAX_BATCH: usize = 4096;
 #[derive(Default)]
 pub(crate) struct Write {
     /// Entries to add, with their streams.
-    pub(crate) adds: Vec<(String, Fields)>,
+    pub(crate) adds: Vec<(Arc<str>, Fields)>,
     /// States to record, after the adds.
     pub(crate) states: SmallVec<[RunState; 1]>,
     /// Entries to acknowledge (stream, group, id), after the states.
@@ -221,7 +221,7 @@ fn answer(reply: Reply, result: Result<(), StreamError>) {
 
 /// Adds the entries of the batches' writes, one call per stream.
 async fn add(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError>> {
-    let mut adds: HashMap<String, Vec<Fields>> = HashMap::new();
+    let mut adds: HashMap<Arc<str>, Vec<Fields>> = HashMap::new();
     for (write, _) in batches.iter_mut().flatten() {
         for (stream, fields) in write.adds.drain(..) {
             adds.entry(stream).or_default().push(fields);

@@ -53,7 +53,7 @@ pub(crate) async fn add_to_schedule(
 ) -> Result<(), StreamError> {
     orcastra.ensure_group(SCHEDULED, TIMEKEEPERS).await?;
     let fields = vec![(Bytes::from_static(b"task"), Bytes::from(envelope.encode()))];
-    write.adds.push((SCHEDULED.to_string(), fields));
+    write.adds.push((SCHEDULED.into(), fields));
     Ok(())
 }
 
@@ -170,7 +170,7 @@ impl Timekeeper {
                 fields.push((Bytes::from_static(b"reason"), Bytes::from(reason)));
                 self.orcastra
                     .write(Write {
-                        adds: vec![(DEAD_SCHEDULED.to_string(), fields)],
+                        adds: vec![(DEAD_SCHEDULED.into(), fields)],
                         acks: [(SCHEDULED.into(), TIMEKEEPERS, id)].into(),
                         ..Write::default()
                     })
@@ -188,7 +188,8 @@ impl Timekeeper {
             if due > now {
                 break;
             }
-            self.orcastra.add_to_queue(envelope, &mut write).await?;
+            let stream = (self.orcastra).served_queue(&envelope.queue, envelope.priority);
+            Orcastra::add_to_queue(&stream.await?, envelope, &mut write);
             write.acks.push((SCHEDULED.into(), TIMEKEEPERS, id));
         }
         if write.acks.is_empty() {

@@ -847,7 +847,7 @@ impl Shared {
         tracing::warn!(worker = %self.name, %stream, %id, %reason, "task moved to the dead letters");
         fields.push((Bytes::from_static(b"reason"), Bytes::from(reason.clone())));
         let mut write = Write::default();
-        write.adds.push((dead_stream(queue), fields));
+        write.adds.push((dead_stream(queue).into(), fields));
         if let Some(envelope) = envelope {
             let mut dead = RunState::new(
                 envelope.id,
