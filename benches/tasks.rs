@@ -14,8 +14,9 @@
 //!   late delayed tasks start, as percentiles;
 //! - the sustained rate with 1 k and with 1 M tasks queued ahead;
 //! - `floor/segment_never`: the engine's share, the records a no-op task
-//!   writes (its queue entry, three state events, the group's delivery and
-//!   acknowledgement), taken from the segment `never` run and written
+//!   writes (its queue entry; its `queued` and `succeeded` events, as a run
+//!   that ends at its first poll has no `running` one; the group's delivery
+//!   and acknowledgement), taken from the segment `never` run and written
 //!   straight through `Streams` in batches of 1024, with no task layer.
 //!
 //! Backends: memory, the segment log with fsync `never` and `batch`, and,
@@ -419,10 +420,10 @@ async fn rate_with_backlog(orca: &Orcastra, backlog: usize) -> f64 {
 }
 
 /// What one no-op task wrote: its queue entry's fields and those of its
-/// `queued`, `running` and `succeeded` events.
+/// `queued` and `succeeded` events.
 struct TaskRecords {
     entry: Fields,
-    states: [Fields; 3],
+    states: [Fields; 2],
 }
 
 /// Runs one no-op task on `orca` and reads its records back (again, in
@@ -454,12 +455,12 @@ async fn records_of_a_task(orca: &Orcastra) -> TaskRecords {
             event.map(|event| event.fields.clone())
         };
         let entry = newest("orca:queue:default").await.into_iter().next();
-        if let (Some(entry), Some(queued), Some(running), Some(succeeded)) =
-            (entry, event("queued"), event("running"), event("succeeded"))
+        if let (Some(entry), Some(queued), Some(succeeded)) =
+            (entry, event("queued"), event("succeeded"))
         {
             break TaskRecords {
                 entry: entry.fields,
-                states: [queued, running, succeeded],
+                states: [queued, succeeded],
             };
         }
     };
@@ -470,7 +471,7 @@ async fn records_of_a_task(orca: &Orcastra) -> TaskRecords {
 /// Writes the records of `tasks` no-op tasks (a multiple of 1024) the way
 /// the task layer does, in batches of 1024, with no task layer: add the
 /// entries, their `queued` events, read them as the workers' group,
-/// `running` and `succeeded` events, acknowledge.
+/// `succeeded` events, acknowledge.
 async fn write_records(orca: &Orcastra, records: &TaskRecords, tasks: usize) -> Duration {
     const BATCH: usize = 1024;
     const QUEUE: &str = "floor:queue";
@@ -481,7 +482,7 @@ async fn write_records(orca: &Orcastra, records: &TaskRecords, tasks: usize) -> 
         .create_group(QUEUE, "floor", GroupStart::After(Default::default()), true)
         .await;
     let batch = |fields: &Fields| vec![fields.clone(); BATCH];
-    let [queued, running, succeeded] = &records.states;
+    let [queued, succeeded] = &records.states;
     let start = Instant::now();
     for _ in 0..tasks / BATCH {
         streams
@@ -503,7 +504,6 @@ async fn write_records(orca: &Orcastra, records: &TaskRecords, tasks: usize) -> 
             .map(|e| e.id)
             .collect();
         assert_eq!(ids.len(), BATCH);
-        streams.add_batch(STATES, batch(running)).await.unwrap();
         streams.add_batch(STATES, batch(succeeded)).await.unwrap();
         streams.ack(QUEUE, "floor", &ids).await.unwrap();
     }
