@@ -6,7 +6,7 @@
 //! aborts its worker process the moment it runs kills exactly as many
 //! workers as its `max_deliveries` allows before one moves it to the dead
 //! letters. Then a worker process gets SIGTERM while a task runs: it lets
-//! the task finish and exits cleanly.
+//! the task finish, acknowledges it and exits cleanly.
 //!
 //! This file has its own `main` (`harness = false`): run with no arguments
 //! it is the test (`ORCASTRA_CRASH_ITERATIONS` sets the number of kills,
@@ -234,6 +234,10 @@ async fn sigterm_stops_gracefully() {
         .filter(|e| field(&e.fields, "state").is_some_and(|v| v == "succeeded"))
         .count();
     assert_eq!(succeeded, 1, "the running task did not finish");
+    let pending = orca
+        .streams()
+        .pending_summary("orca:queue:signals", "workers");
+    assert_eq!(pending.await.unwrap().count, 0, "it exited before its ack");
 }
 
 fn child(mode: &str, dir: &Path, extra: &[String]) -> std::process::Child {

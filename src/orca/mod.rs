@@ -724,4 +724,30 @@ mod tests {
             "{refused:?}"
         );
     }
+
+    /// A stopping worker waits for a barrier: its tasks' ends are durable,
+    /// and the barrier waits for their acknowledgements too.
+    #[tokio::test]
+    async fn a_barrier_is_done_once_every_write_sent_before_it_is() {
+        use crate::streams::{GroupRead, ReadGroupOptions};
+        let orca = Orcastra::open("memory://").await.unwrap();
+        let streams = orca.streams();
+        orca.ensure_group("q", WORKERS).await.unwrap();
+        let fields = vec![(Bytes::from_static(b"k"), Bytes::from_static(b"v"))];
+        let ids = streams.add_batch("q", vec![fields; 3]).await.unwrap();
+        let read = [("q", GroupRead::New)];
+        let options = ReadGroupOptions::default();
+        streams
+            .read_group(WORKERS, "w", &read, options)
+            .await
+            .unwrap();
+        for id in ids {
+            let mut write = Write::default();
+            write.acks.push(("q".into(), WORKERS, id));
+            orca.write_later(write);
+        }
+        orca.write(Write::barrier()).await.unwrap();
+        let pending = streams.pending_summary("q", WORKERS).await.unwrap();
+        assert_eq!(pending.count, 0);
+    }
 }

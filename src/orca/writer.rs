@@ -38,14 +38,20 @@ pub(crate) struct Write {
     pub(crate) states: SmallVec<[RunState; 1]>,
     /// Entries to acknowledge (stream, group, id), after the states.
     pub(crate) acks: SmallVec<[(Arc<str>, &'static str, StreamId); 1]>,
-    /// A worker's slot, freed once this write is done, whatever its
-    /// outcome: a worker fetches no faster than its tasks' ends are written.
+    /// A worker's slot, freed once this write's states are written (its
+    /// acknowledgements may follow), or once it failed: a worker fetches no
+    /// faster than its tasks' ends are durable. (A task whose end is
+    /// durable and not its acknowledgement is passed over if delivered
+    /// again.)
     pub(crate) slot: Option<OwnedSemaphorePermit>,
     /// A submission's: answered once its entries are durable, its states
     /// taken in by this process's state keeper at once and recorded after
     /// (a crash between leaves the tasks queued with no state yet, as a
     /// crash of the submitter just after its answer would).
     pub(crate) answered_once_added: bool,
+    /// Passes every stage, with nothing to write there: done once every
+    /// write sent before it is.
+    pub(crate) barrier: bool,
 }
 
 impl Write {
@@ -53,6 +59,15 @@ impl Write {
     pub(crate) fn state(state: RunState) -> Write {
         Write {
             states: smallvec![state],
+            ..Write::default()
+        }
+    }
+
+    /// A write of nothing, done once every write sent before it is (each
+    /// stage takes the writes in the order they were sent).
+    pub(crate) fn barrier() -> Write {
+        Write {
+            barrier: true,
             ..Write::default()
         }
     }
@@ -134,8 +149,8 @@ impl Stage {
     /// Whether a later stage has something to write of `write`.
     fn leaves_more(self, write: &Write) -> bool {
         match self {
-            Stage::Add => !write.states.is_empty() || !write.acks.is_empty(),
-            Stage::Record => !write.acks.is_empty(),
+            Stage::Add => !write.states.is_empty() || !write.acks.is_empty() || write.barrier,
+            Stage::Record => !write.acks.is_empty() || write.barrier,
             Stage::Acknowledge => false,
         }
     }
@@ -195,6 +210,10 @@ async fn run_stage(
             }
             let mut more = false;
             for (write, reply) in &mut batch {
+                if !matches!(stage, Stage::Add) {
+                    // Its states are written: frees the worker's slot.
+                    write.slot = None;
+                }
                 if stage.leaves_more(write) {
                     more = true;
                     if matches!(stage, Stage::Add) && write.answered_once_added {
@@ -202,7 +221,6 @@ async fn run_stage(
                     }
                 } else {
                     answer(reply.take(), Ok(()));
-                    // Frees the worker's slot now.
                     write.slot = None;
                 }
             }

@@ -281,6 +281,10 @@ impl Worker {
         if finished.is_err() {
             self.shared.release_in_flight().await;
         }
+        // The ends are durable; their acknowledgements may be on the way.
+        if let Err(error) = self.shared.orcastra.write(Write::barrier()).await {
+            tracing::warn!(worker = %self.shared.name, %error, "stopped before every finished task was acknowledged; they are passed over when delivered again");
+        }
     }
 
     /// [`stop_within`](Self::stop_within) a grace period of one lease.
