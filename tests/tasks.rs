@@ -348,14 +348,12 @@ async fn tasks_that_cannot_run_go_to_the_dead_letters(s: Subject) {
         )
         .await
         .unwrap();
-    streams
-        .add(
-            "orca:queue:math",
-            vec![(Bytes::from_static(b"task"), Bytes::from_static(b"garbage"))],
-            AddOptions::default(),
-        )
-        .await
-        .unwrap();
+    // Garbage, and (found by the fuzzer) a message of one empty segment.
+    for garbage in [&b"garbage"[..], &[0; 8]] {
+        let fields = vec![(Bytes::from_static(b"task"), Bytes::from_static(garbage))];
+        let added = streams.add("orca:queue:math", fields, AddOptions::default());
+        added.await.unwrap();
+    }
     let after = divide::submit(&s.orca, 9, 3).await.unwrap();
     assert_eq!(after.result().await.unwrap().unwrap(), 3);
 
@@ -374,13 +372,14 @@ async fn tasks_that_cannot_run_go_to_the_dead_letters(s: Subject) {
         .iter()
         .map(|e| String::from_utf8_lossy(field(&e.fields, "reason").unwrap()).into_owned())
         .collect();
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
     assert!(reasons[0].contains("no task named"), "{reasons:?}");
     assert!(
         reasons[1].contains("arguments of task divide"),
         "{reasons:?}"
     );
     assert!(reasons[2].contains("not a task envelope"), "{reasons:?}");
+    assert!(reasons[3].contains("not a task envelope"), "{reasons:?}");
     // Everything was acknowledged (a stopped worker has finished its runs):
     // nothing is left pending.
     worker.stop().await;

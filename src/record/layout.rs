@@ -126,6 +126,8 @@ impl<'a> Root<'a> {
             pointers: 1,
             budget: words,
         };
+        // An empty segment has no root pointer.
+        root.take(0, 1)?;
         let (target, upper) = root.pointer(0, 0)?;
         let (data, pointers) = ((upper & 0xffff) as usize, (upper >> 16) as usize);
         root.take(target, data + pointers)?;

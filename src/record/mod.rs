@@ -554,6 +554,11 @@ mod tests {
     fn garbage_and_trailing_bytes_are_errors() {
         assert!(Record::decode(Bytes::from_static(b"definitely not capnp")).is_err());
         assert!(Record::decode(Bytes::new()).is_err());
+        // Found by the fuzzer: a segment table naming one empty segment,
+        // which has no room for the root pointer.
+        let empty_segment = Bytes::from_static(&[0; 8]);
+        assert!(Record::decode(empty_segment.clone()).is_err());
+        assert!(Record::read_id(&empty_segment).is_err());
         let mut encoded = sample().encode();
         encoded.extend_from_slice(&[0; 8]);
         assert!(matches!(

@@ -454,7 +454,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        for bytes in [&b""[..], b"not capnp at all", &[0u8; 64]] {
+        for bytes in [&b""[..], b"not capnp at all", &[0u8; 8], &[0u8; 64]] {
             assert!(Envelope::decode(bytes).is_err());
         }
         let mut envelope = Envelope::new("t", "q", &b"[]"[..], 5).encode();
