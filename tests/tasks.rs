@@ -627,6 +627,9 @@ async fn running_tasks_report_progress(s: Subject) {
     }
     PROGRESS_GATE.add_permits(1);
     assert_eq!(handle.result().await.unwrap().unwrap(), 4);
+    // The end keeps the last progress reported.
+    let end = s.orca.state(handle.id()).unwrap();
+    assert_eq!(end.progress.as_deref(), Some(&br#"{"done":1,"of":4}"#[..]));
     worker.stop().await;
     // A run that waits is recorded running as it starts.
     let events = recorded_states(&s, handle.id()).await;

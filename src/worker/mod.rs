@@ -790,6 +790,9 @@ impl Shared {
         };
         self.in_flight.lock().remove(&key);
         let mut end = running;
+        // The end keeps the progress last reported, even by a run that
+        // ended before it was recorded.
+        end.progress = reports.borrow().clone();
         let mut write = Write::default();
         match outcome {
             Outcome::Succeeded(json) => {
