@@ -90,10 +90,10 @@ impl<'a> Segment<'a> {
 
 /// The root struct of a message, read straight from its bytes, for the
 /// messages read most (an entry's id for every record a scan passes over,
-/// every record read, a task's envelope for every run), where Cap'n Proto's reader took
-/// thousands of instructions. It reads only messages of the shape written
-/// here: one segment that fills the bytes, pointers with forward offsets to
-/// objects inside it, text ending in NUL. For anything else each method
+/// every record read, a task's envelope for every run), where Cap'n
+/// Proto's reader took thousands of instructions. It reads only messages
+/// of the shape written here: one segment that fills the bytes, pointers
+/// with forward offsets to objects inside it, text ending in NUL. For anything else each method
 /// says `None`, and the caller reads the message through Cap'n Proto,
 /// which reads the same wherever this reads anything (the tests hold it).
 pub(crate) struct Root<'a> {

@@ -188,7 +188,9 @@ impl Timekeeper {
             if due > now {
                 break;
             }
-            let stream = (self.orcastra).served_queue(&envelope.queue, envelope.priority);
+            let stream = self
+                .orcastra
+                .served_queue(&envelope.queue, envelope.priority);
             Orcastra::add_to_queue(&stream.await?, envelope, &mut write);
             write.acks.push((SCHEDULED.into(), TIMEKEEPERS, id));
         }

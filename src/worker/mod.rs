@@ -767,7 +767,7 @@ impl Shared {
         // Boxed by `run` (its type is erased), like the rarer awaits below:
         // every runner keeps a future of this function's size.
         let mut run = task.run(&envelope.args, context, timeout, self.release.clone());
-        let outcome = match std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
+        let outcome = match futures_util::poll!(run.as_mut()) {
             // Ended at once: its end, which names when it started, is the
             // run's one event (one write, where most runs take two).
             Poll::Ready(outcome) => outcome,
