@@ -4,6 +4,7 @@
 //! shares the backend sees every task's state.
 
 use std::collections::VecDeque;
+use std::collections::hash_map;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -316,6 +317,15 @@ fn supersedes(state: &RunState, current: Option<&RunState>) -> bool {
     })
 }
 
+/// The state held by a shard's `entry`, if any: one lookup finds a task's
+/// state and where its next one goes.
+fn occupant<'a>(entry: &'a hash_map::Entry<'_, TaskId, RunState>) -> Option<&'a RunState> {
+    match entry {
+        hash_map::Entry::Occupied(entry) => Some(entry.get()),
+        hash_map::Entry::Vacant(_) => None,
+    }
+}
+
 /// The tasks of one shard of the state keeper.
 #[derive(Default)]
 struct Shard {
@@ -508,7 +518,8 @@ impl StateKeeper {
         for state in recorded {
             // Events go out under the lock: each task's in order.
             let states = &mut self.shard(state.id).lock().states;
-            let current = states.get(&state.id);
+            let entry = states.entry(state.id);
+            let current = occupant(&entry);
             if supersedes(&state, current) {
                 cancellation |= state.state == State::Cancelled;
                 if state.state.is_final() {
@@ -520,7 +531,7 @@ impl StateKeeper {
                     }
                     let _ = self.events.send(state.clone());
                 }
-                states.insert(state.id, state);
+                entry.insert_entry(state);
             }
         }
         if !ended.is_empty() {
@@ -550,10 +561,12 @@ impl StateKeeper {
     pub(crate) fn submitted(&self, states: &[RunState], now_ms: u64) {
         for state in states {
             let states = &mut self.shard(state.id).lock().states;
-            if supersedes(state, states.get(&state.id)) {
+            let entry = states.entry(state.id);
+            let current = occupant(&entry);
+            if supersedes(state, current) {
                 let mut state = state.clone();
                 state.updated_ms = now_ms;
-                states.insert(state.id, state);
+                entry.insert_entry(state);
             }
         }
     }
