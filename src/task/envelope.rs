@@ -228,7 +228,13 @@ impl Envelope {
     /// shape `encode` writes and no trace headers; otherwise Cap'n Proto
     /// decodes it. A worker decodes an envelope for every run, which took
     /// Cap'n Proto about 4000 instructions.
-    fn read_direct(bytes: &[u8]) -> Option<Envelope> {
+    /// Its name and queue are taken from `known` where it has them, its
+    /// arguments made by `args` from their bytes.
+    fn read_direct(
+        bytes: &[u8],
+        known: impl Fn(&str) -> Option<Arc<str>>,
+        args: impl FnOnce(&[u8]) -> Bytes,
+    ) -> Option<Envelope> {
         let mut root = Root::of(bytes)?;
         let data = [0, 1, 2, 3, 4].map(|i| root.data(i));
         let [
@@ -249,13 +255,14 @@ impl Envelope {
         let id = TaskId::from_slice(root.blob(0, Blob::Data)?)?;
         let parent = optional_id(root.blob(5, Blob::Data)?)?;
         let workflow = optional_id(root.blob(6, Blob::Data)?)?;
-        let args = Bytes::copy_from_slice(root.blob(3, Blob::Data)?);
+        let args = args(root.blob(3, Blob::Data)?);
         let mut text = |i| std::str::from_utf8(root.blob(i, Blob::Text)?).ok();
         let (name, queue, key) = (text(1)?, text(2)?, text(4)?);
+        let shared = |text: &str| known(text).unwrap_or_else(|| text.into());
         Some(Envelope {
             id,
-            name: name.into(),
-            queue: queue.into(),
+            name: shared(name),
+            queue: shared(queue),
             args,
             attempt: first as u32,
             submitted_ms,
@@ -274,7 +281,21 @@ impl Envelope {
     /// Decodes an envelope; any bytes give an envelope or an error, never a
     /// panic.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        match Self::read_direct(bytes) {
+        match Self::read_direct(bytes, |_| None, Bytes::copy_from_slice) {
+            Some(envelope) => Ok(envelope),
+            None => Self::read_capnp(bytes),
+        }
+    }
+
+    /// [`decode`](Self::decode) for a worker, which decodes an envelope for
+    /// every run: the arguments are a view of `bytes`, and the name and
+    /// queue are taken from `known` where it has them, rather than
+    /// allocated each time.
+    pub(crate) fn decode_sharing(
+        bytes: &Bytes,
+        known: impl Fn(&str) -> Option<Arc<str>>,
+    ) -> Result<Envelope, EnvelopeError> {
+        match Self::read_direct(bytes, known, |args| bytes.slice_ref(args)) {
             Some(envelope) => Ok(envelope),
             None => Self::read_capnp(bytes),
         }
@@ -442,14 +463,27 @@ mod tests {
             bits in 1..=255u8,
         ) {
             let bytes = envelope.encode();
-            let direct = Envelope::read_direct(&bytes);
+            let direct = Envelope::read_direct(&bytes, |_| None, Bytes::copy_from_slice);
             proptest::prop_assert_eq!(direct.is_some(), envelope.trace.is_empty());
             for damaged in single_damages(&bytes, bits) {
-                if let Some(direct) = Envelope::read_direct(&damaged) {
+                if let Some(direct) = Envelope::read_direct(&damaged, |_| None, Bytes::copy_from_slice) {
                     proptest::prop_assert_eq!(Envelope::read_capnp(&damaged), Ok(direct), "{:?}", damaged);
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_worker_s_envelope_shares_its_bytes_and_the_names_it_knows() {
+        let bytes = Bytes::from(Envelope::new("send", "mail", &b"[1]"[..], 5).encode());
+        let send: Arc<str> = "send".into();
+        let known = |text: &str| (text == "send").then(|| Arc::clone(&send));
+        let envelope = Envelope::decode_sharing(&bytes, known).unwrap();
+        assert!(Arc::ptr_eq(&envelope.name, &send));
+        assert_eq!(&*envelope.queue, "mail");
+        // The arguments are a view of the bytes read.
+        assert!(bytes.as_ptr_range().contains(&envelope.args.as_ptr()));
+        assert_eq!(Envelope::decode(&bytes), Ok(envelope));
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub struct WorkerBuilder {
     name: String,
     concurrency: usize,
     lease: Duration,
-    tasks: HashMap<&'static str, Arc<dyn Runnable>>,
+    tasks: HashMap<Arc<str>, Arc<dyn Runnable>>,
     /// The queues served, with their weights.
     queues: Vec<(String, u32)>,
 }
@@ -168,7 +168,7 @@ impl WorkerBuilder {
             self.queues.push((queue.to_string(), 1));
         }
         self.tasks
-            .insert(T::NAME, Arc::new(Registered(Arc::new(task))));
+            .insert(T::NAME.into(), Arc::new(Registered(Arc::new(task))));
         self
     }
 
@@ -332,7 +332,7 @@ struct InFlight {
 struct Shared {
     orcastra: Orcastra,
     name: Arc<str>,
-    tasks: HashMap<&'static str, Arc<dyn Runnable>>,
+    tasks: HashMap<Arc<str>, Arc<dyn Runnable>>,
     /// One permit per free slot.
     slots: Arc<Semaphore>,
     concurrency: usize,
@@ -705,7 +705,11 @@ impl Shared {
             );
             return;
         };
-        let envelope = match Envelope::decode(&raw) {
+        let known = |text: &str| match self.tasks.get_key_value(text) {
+            Some((name, _)) => Some(Arc::clone(name)),
+            None => (*queue == *text).then(|| Arc::clone(&queue)),
+        };
+        let envelope = match Envelope::decode_sharing(&raw, known) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.dead_letter((&queue, &stream), id, fields, None, error.to_string(), slot);
@@ -720,6 +724,15 @@ impl Shared {
             self.dead_letter((&queue, &stream), id, fields, Some(&envelope), reason, slot);
             return;
         };
+        let cancel = CancellationToken::new();
+        let key = (Arc::clone(&stream), id);
+        let in_flight = InFlight {
+            task: envelope.id,
+            cancel: cancel.clone(),
+        };
+        // In flight before its state is checked: a cancellation recorded
+        // after the check finds it there (see `cancel_loop`).
+        self.in_flight.lock().insert(key.clone(), in_flight);
         if let Some((state, attempt)) = self.orcastra.inner().states.stage(envelope.id)
             && (state == State::Cancelled
                 || attempt > envelope.attempt
@@ -728,6 +741,7 @@ impl Shared {
             // Cancelled, or a copy of a run that already ended (a timekeeper
             // crashed between queueing it and acknowledging the schedule).
             tracing::info!(worker = %self.name, task = %envelope.id, ?state, "skipped a task that must not run");
+            self.in_flight.lock().remove(&key);
             self.finish(&stream, id, Write::default(), slot);
             return;
         }
@@ -738,6 +752,7 @@ impl Shared {
                 "delivered {deliveries} times without finishing (at most {max_deliveries}): \
                  its workers died or stalled each time"
             );
+            self.in_flight.lock().remove(&key);
             self.dead_letter((&queue, &stream), id, fields, Some(&envelope), reason, slot);
             return;
         }
@@ -751,16 +766,6 @@ impl Shared {
         running.worker = Some(Arc::clone(&self.name));
         running.started_ms = Some(self.orcastra.inner().clock.now_ms());
         let timeout = envelope.timeout.or(options.timeout);
-        let cancel = CancellationToken::new();
-        let key = (Arc::clone(&stream), id);
-        let in_flight = InFlight {
-            task: envelope.id,
-            cancel: cancel.clone(),
-        };
-        self.in_flight.lock().insert(key.clone(), in_flight);
-        // A cancellation between the check above and now found it not in
-        // flight.
-        self.cancel_if_cancelled(envelope.id, &cancel);
         let (progress, mut reports) = watch::channel(None);
         let context =
             TaskContext::reporting(envelope.id, envelope.attempt, cancel.clone(), progress);
