@@ -448,6 +448,8 @@ impl Orcastra {
             answered_once_added: options.unique_key.is_none(),
             ..Write::default()
         };
+        write.adds.reserve(args.len());
+        write.states.reserve(args.len());
         let mut ids = Vec::with_capacity(args.len());
         // Shared by every envelope and state of the batch.
         let (name, queue): (Arc<str>, Arc<str>) = (name.into(), queue.into());

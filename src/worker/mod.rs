@@ -916,6 +916,9 @@ async fn guarded(
         }
     };
     let ended = tokio::select! {
+        // The run first: one that is over is recorded, not released, and
+        // one that ends at its first poll never waits for the release.
+        biased;
         ended = limited => ended,
         () = release.cancelled() => return Outcome::Released,
     };
