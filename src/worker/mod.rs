@@ -942,3 +942,23 @@ fn panic_message(payload: &Box<dyn Any + Send>) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-text panic payload".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_run_that_is_over_is_recorded_even_as_the_worker_releases() {
+        let release = CancellationToken::new();
+        release.cancel();
+        // Were the two polled in random order, one of 64 tries would be
+        // released.
+        for _ in 0..64 {
+            let run = async { Outcome::Succeeded(Bytes::from_static(b"null")) };
+            let outcome = guarded(run, None, release.clone()).await;
+            assert!(matches!(outcome, Outcome::Succeeded(_)));
+        }
+        let still_going = guarded(std::future::pending(), None, release).await;
+        assert!(matches!(still_going, Outcome::Released));
+    }
+}
