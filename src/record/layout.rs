@@ -93,9 +93,10 @@ impl<'a> Segment<'a> {
 /// every record read, a task's envelope for every run), where Cap'n
 /// Proto's reader took thousands of instructions. It reads only messages
 /// of the shape written here: one segment that fills the bytes, pointers
-/// with forward offsets to objects inside it, text ending in NUL. For anything else each method
-/// says `None`, and the caller reads the message through Cap'n Proto,
-/// which reads the same wherever this reads anything (the tests hold it).
+/// with forward offsets to objects inside it, text ending in NUL. For
+/// anything else each method says `None`, and the caller reads the message
+/// through Cap'n Proto, which reads the same wherever this reads anything
+/// (the tests hold it).
 pub(crate) struct Root<'a> {
     /// The segment, without the table.
     segment: &'a [u8],

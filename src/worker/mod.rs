@@ -951,8 +951,8 @@ mod tests {
     async fn a_run_that_is_over_is_recorded_even_as_the_worker_releases() {
         let release = CancellationToken::new();
         release.cancel();
-        // Were the two polled in random order, one of 64 tries would be
-        // released.
+        // Were the run and the release polled in random order, about half
+        // of these tries would come out released.
         for _ in 0..64 {
             let run = async { Outcome::Succeeded(Bytes::from_static(b"null")) };
             let outcome = guarded(run, None, release.clone()).await;
