@@ -47,12 +47,14 @@ pub(crate) mod task_capnp;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use envelope::{Envelope, EnvelopeError, TaskId};
@@ -241,7 +243,38 @@ pub struct TaskContext {
     id: TaskId,
     attempt: u32,
     cancel: CancellationToken,
-    progress: Option<watch::Sender<Option<Bytes>>>,
+    progress: Option<Arc<Progress>>,
+}
+
+/// The progress a run reported last, for its worker to record. (A
+/// `watch` channel per run cost a large allocation and, as its sender
+/// dropped, a wake-up of eight lists of waiters.)
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// The latest report, and how many came so far.
+    latest: Mutex<(u64, Option<Bytes>)>,
+    /// Has a permit for the worker once a report came.
+    reported: Notify,
+}
+
+impl Progress {
+    fn report(&self, json: Bytes) {
+        let mut latest = self.latest.lock();
+        *latest = (latest.0 + 1, Some(json));
+        drop(latest);
+        self.reported.notify_one();
+    }
+
+    /// The latest report and its number (0 before the first).
+    pub(crate) fn latest(&self) -> (u64, Option<Bytes>) {
+        self.latest.lock().clone()
+    }
+
+    /// Completes once a report came since the last time it completed (at
+    /// once if one did): reports that come meanwhile are one wake-up.
+    pub(crate) async fn reported(&self) {
+        self.reported.notified().await
+    }
 }
 
 impl TaskContext {
@@ -261,7 +294,7 @@ impl TaskContext {
         id: TaskId,
         attempt: u32,
         cancel: CancellationToken,
-        progress: watch::Sender<Option<Bytes>>,
+        progress: Arc<Progress>,
     ) -> Self {
         TaskContext {
             progress: Some(progress),
@@ -295,8 +328,8 @@ impl TaskContext {
     /// than they are recorded are coalesced: the latest one wins.
     pub fn report_progress(&self, progress: &impl Serialize) -> Result<(), serde_json::Error> {
         let json = Bytes::from(serde_json::to_vec(progress)?);
-        if let Some(sender) = &self.progress {
-            sender.send_replace(Some(json));
+        if let Some(progress) = &self.progress {
+            progress.report(json);
         }
         Ok(())
     }
@@ -343,4 +376,38 @@ pub fn decode_args<T: Task>(json: &[u8]) -> Result<T::Args, ArgsError> {
         task: T::NAME,
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::{Context, Waker};
+
+    use super::*;
+
+    #[test]
+    fn progress_reports_made_meanwhile_are_one_wake_up_and_the_latest_wins() {
+        let progress = Arc::new(Progress::default());
+        let context = TaskContext::reporting(
+            TaskId::new(),
+            0,
+            CancellationToken::new(),
+            Arc::clone(&progress),
+        );
+        let poll = || {
+            let reported = pin!(progress.reported());
+            reported.poll(&mut Context::from_waker(Waker::noop()))
+        };
+        assert!(poll().is_pending(), "nothing reported yet");
+        assert_eq!(progress.latest(), (0, None));
+        context.report_progress(&1).unwrap();
+        context.clone().report_progress(&2).unwrap();
+        assert!(poll().is_ready());
+        assert!(poll().is_pending(), "two reports, one wake-up");
+        assert_eq!(progress.latest(), (2, Some(Bytes::from_static(b"2"))));
+        // A context of a run by hand reports nowhere.
+        let by_hand = TaskContext::new(TaskId::new(), 0, CancellationToken::new());
+        by_hand.report_progress(&3).unwrap();
+        assert_eq!(progress.latest().0, 2);
+    }
 }

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +45,7 @@ use crate::streams::{
     StreamError, Streams, field,
 };
 use crate::task::{
-    Envelope, Retry, Task, TaskContext, TaskError, TaskId, TaskOptions, decode_args,
+    Envelope, Progress, Retry, Task, TaskContext, TaskError, TaskId, TaskOptions, decode_args,
 };
 use crate::timekeeper::{self, Timekeeper};
 
@@ -766,9 +766,13 @@ impl Shared {
         running.worker = Some(Arc::clone(&self.name));
         running.started_ms = Some(self.orcastra.inner().clock.now_ms());
         let timeout = envelope.timeout.or(options.timeout);
-        let (progress, mut reports) = watch::channel(None);
-        let context =
-            TaskContext::reporting(envelope.id, envelope.attempt, cancel.clone(), progress);
+        let progress = Arc::new(Progress::default());
+        let context = TaskContext::reporting(
+            envelope.id,
+            envelope.attempt,
+            cancel.clone(),
+            Arc::clone(&progress),
+        );
         // Boxed by `run` (its type is erased), like the rarer awaits below:
         // every runner keeps a future of this function's size.
         let mut run = task.run(&envelope.args, context, timeout, self.release.clone());
@@ -781,13 +785,18 @@ impl Shared {
                 // and if this write fails, so does that one, leaving the
                 // task pending.
                 self.orcastra.write_later(Write::state(running.clone()));
+                let mut recorded = 0;
                 loop {
                     tokio::select! {
                         outcome = &mut run => break outcome,
-                        Ok(()) = reports.changed() => {
-                            let mut report = running.clone();
-                            report.progress = reports.borrow_and_update().clone();
-                            Box::pin(self.record(report)).await;
+                        () = progress.reported() => {
+                            let (reports, latest) = progress.latest();
+                            if reports > recorded {
+                                recorded = reports;
+                                let mut report = running.clone();
+                                report.progress = latest;
+                                Box::pin(self.record(report)).await;
+                            }
                         }
                     }
                 }
@@ -797,7 +806,7 @@ impl Shared {
         let mut end = running;
         // The end keeps the progress last reported, even by a run that
         // ended before it was recorded.
-        end.progress = reports.borrow().clone();
+        end.progress = progress.latest().1;
         let mut write = Write::default();
         match outcome {
             Outcome::Succeeded(json) => {
