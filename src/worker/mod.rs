@@ -62,19 +62,20 @@ enum Outcome {
     Released,
 }
 
-type Run = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+/// A run; it borrows its worker's release token.
+type Run<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
 /// A registered task with its types erased: runs from JSON arguments.
 trait Runnable: Send + Sync {
     fn options(&self) -> TaskOptions;
     /// The run, guarded as [`guarded`] says, in one allocation.
-    fn run(
+    fn run<'a>(
         &self,
         args: &[u8],
         context: TaskContext,
         timeout: Option<Duration>,
-        release: CancellationToken,
-    ) -> Run;
+        release: &'a CancellationToken,
+    ) -> Run<'a>;
 }
 
 struct Registered<T>(Arc<T>);
@@ -84,13 +85,13 @@ impl<T: Task> Runnable for Registered<T> {
         self.0.options()
     }
 
-    fn run(
+    fn run<'a>(
         &self,
         args: &[u8],
         context: TaskContext,
         timeout: Option<Duration>,
-        release: CancellationToken,
-    ) -> Run {
+        release: &'a CancellationToken,
+    ) -> Run<'a> {
         let args = match decode_args::<T>(args) {
             Ok(args) => args,
             Err(error) => {
@@ -775,7 +776,7 @@ impl Shared {
         );
         // Boxed by `run` (its type is erased), like the rarer awaits below:
         // every runner keeps a future of this function's size.
-        let mut run = task.run(&envelope.args, context, timeout, self.release.clone());
+        let mut run = task.run(&envelope.args, context, timeout, &self.release);
         let outcome = match futures_util::poll!(run.as_mut()) {
             // Ended at once: its end, which names when it started, is the
             // run's one event (one write, where most runs take two).
@@ -915,7 +916,7 @@ impl Shared {
 async fn guarded(
     run: impl Future<Output = Outcome>,
     timeout: Option<Duration>,
-    release: CancellationToken,
+    release: &CancellationToken,
 ) -> Outcome {
     let caught = AssertUnwindSafe(run).catch_unwind();
     let limited = async {
@@ -964,10 +965,10 @@ mod tests {
         // of these tries would come out released.
         for _ in 0..64 {
             let run = async { Outcome::Succeeded(Bytes::from_static(b"null")) };
-            let outcome = guarded(run, None, release.clone()).await;
+            let outcome = guarded(run, None, &release).await;
             assert!(matches!(outcome, Outcome::Succeeded(_)));
         }
-        let still_going = guarded(std::future::pending(), None, release).await;
+        let still_going = guarded(std::future::pending(), None, &release).await;
         assert!(matches!(still_going, Outcome::Released));
     }
 }
