@@ -768,12 +768,8 @@ impl Shared {
         running.started_ms = Some(self.orcastra.inner().clock.now_ms());
         let timeout = envelope.timeout.or(options.timeout);
         let progress = Arc::new(Progress::default());
-        let context = TaskContext::reporting(
-            envelope.id,
-            envelope.attempt,
-            cancel.clone(),
-            Arc::clone(&progress),
-        );
+        let context =
+            TaskContext::reporting(envelope.id, envelope.attempt, cancel, Arc::clone(&progress));
         // Boxed by `run` (its type is erased), like the rarer awaits below:
         // every runner keeps a future of this function's size.
         let mut run = task.run(&envelope.args, context, timeout, &self.release);
@@ -803,7 +799,12 @@ impl Shared {
                 }
             }
         };
-        self.in_flight.lock().remove(&key);
+        // Whether someone cancelled it while it ran.
+        let cancelled = self
+            .in_flight
+            .lock()
+            .remove(&key)
+            .is_some_and(|run| run.cancel.is_cancelled());
         let mut end = running;
         // The end keeps the progress last reported, even by a run that
         // ended before it was recorded.
@@ -825,7 +826,6 @@ impl Shared {
                         Some(options.backoff.delay(envelope.attempt, fastrand::f64()))
                     }
                 };
-                let cancelled = cancel.is_cancelled();
                 if let Some(delay) = delay.filter(|_| envelope.attempt < retries && !cancelled) {
                     let mut next = envelope.clone();
                     next.attempt += 1;
