@@ -592,6 +592,14 @@ async fn cancelled_tasks_never_run_and_running_ones_are_told(s: Subject) {
     assert_eq!(failure(&running).await.state, State::Cancelled);
     called(&format!("{key}-saw-cancel"), 1).await;
     worker.stop().await;
+    // Not retried, though it has retries left: its run ended `failed`.
+    let states: Vec<String> = recorded_states(&s, running.id())
+        .await
+        .into_iter()
+        .map(|(state, _)| state)
+        .collect();
+    let ended = |state: &str| states.iter().any(|s| s == state);
+    assert!(ended("failed") && !ended("retrying"), "{states:?}");
 }
 
 /// The events of task `id` in `orca:states`: each state's name, and
