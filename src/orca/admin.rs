@@ -86,7 +86,14 @@ impl Orcastra {
             Err(e) => return Err(invalid(format!("the arguments are not JSON: {e}"))),
         }
         let mut ids = self
-            .submit_encoded(name, queue, 0, vec![args.to_vec()], options, false)
+            .submit_encoded(
+                name.into(),
+                queue.into(),
+                0,
+                vec![args.to_vec()],
+                options,
+                false,
+            )
             .await?;
         Ok(ids.pop().expect("one id per submission"))
     }

@@ -21,7 +21,7 @@ use crate::record::StreamId;
 use crate::record::layout::MAX_LIST;
 use crate::statekeeper::{RunState, State, StateKeeper};
 use crate::streams::{Backend, Clock, GroupStart, StreamError, Streams, SystemClock};
-use crate::task::{ArgsError, Backoff, Envelope, Task, TaskId, encode_args};
+use crate::task::{ArgsError, Backoff, Envelope, Name, Task, TaskId, encode_args};
 use crate::timekeeper;
 use crate::worker::WorkerBuilder;
 
@@ -401,8 +401,8 @@ impl Orcastra {
             .collect::<Result<Vec<_>, _>>()?;
         let ids = self
             .submit_encoded(
-                T::NAME,
-                defaults.queue,
+                Name::from_static(T::NAME),
+                Name::from_static(defaults.queue),
                 defaults.priority,
                 args,
                 options,
@@ -418,8 +418,8 @@ impl Orcastra {
     /// made from the ids (see [`held_handle`](Self::held_handle)).
     async fn submit_encoded(
         &self,
-        name: &str,
-        queue: &str,
+        name: Name,
+        queue: Name,
         default_priority: u8,
         args: Vec<Vec<u8>>,
         options: SubmitOptions,
@@ -451,15 +451,13 @@ impl Orcastra {
         write.adds.reserve(args.len());
         write.states.reserve(args.len());
         let mut ids = Vec::with_capacity(args.len());
-        // Shared by every envelope and state of the batch.
-        let (name, queue): (Arc<str>, Arc<str>) = (name.into(), queue.into());
         let stream = if not_before <= now {
             Some(self.served_queue(&queue, priority).await?)
         } else {
             None
         };
         for args in args {
-            let mut envelope = Envelope::new(Arc::clone(&name), Arc::clone(&queue), args, now);
+            let mut envelope = Envelope::new(name.clone(), queue.clone(), args, now);
             if let Some(key) = &options.unique_key {
                 let window = options.unique_for.unwrap_or_default();
                 match self.claim(&name, key, window).await? {
@@ -483,8 +481,8 @@ impl Orcastra {
                 timekeeper::add_to_schedule(self, &envelope, &mut write).await?;
                 let scheduled = RunState::new(
                     envelope.id,
-                    Arc::clone(&envelope.name),
-                    Arc::clone(&envelope.queue),
+                    envelope.name.clone(),
+                    envelope.queue.clone(),
                     State::Scheduled,
                     0,
                 );
@@ -564,8 +562,8 @@ impl Orcastra {
         write.adds.push((Arc::clone(stream), fields));
         let queued = RunState::new(
             envelope.id,
-            Arc::clone(&envelope.name),
-            Arc::clone(&envelope.queue),
+            envelope.name.clone(),
+            envelope.queue.clone(),
             State::Queued,
             envelope.attempt,
         );
@@ -720,7 +718,7 @@ mod tests {
         let args = vec![b' '; MAX_LIST];
         let options = SubmitOptions::default();
         let refused = orca
-            .submit_encoded("t", "q", 0, vec![args], options, false)
+            .submit_encoded("t".into(), "q".into(), 0, vec![args], options, false)
             .await;
         assert!(
             matches!(refused, Err(Error::Submission { .. })),

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::record::{Encoder, NewEntry, Pairs, StreamId};
 use crate::streams::{Backend, Entry, ReadFrom, StreamError, Streams, field};
-use crate::task::TaskId;
+use crate::task::{Name, TaskId};
 
 /// The stream of state events.
 pub(crate) const STATES: &str = "orca:states";
@@ -110,16 +110,16 @@ pub struct RunState {
     /// The task.
     pub id: TaskId,
     /// Its registered name.
-    pub name: Arc<str>,
+    pub name: Name,
     /// The queue it was submitted to (empty in events written before
     /// states named their queue).
-    pub queue: Arc<str>,
+    pub queue: Name,
     /// Where it stands.
     pub state: State,
     /// How many runs came before the current one.
     pub attempt: u32,
     /// The worker that runs or ran it.
-    pub worker: Option<Arc<str>>,
+    pub worker: Option<Name>,
     /// When its current run started, in milliseconds since the Unix epoch:
     /// set from `Running` on, until the next attempt.
     pub started_ms: Option<u64>,
@@ -139,13 +139,7 @@ pub struct RunState {
 impl RunState {
     /// A state of task `id`, about to be recorded. Names are shared: a
     /// task's states are made, cloned and kept many times over its life.
-    pub(crate) fn new(
-        id: TaskId,
-        name: Arc<str>,
-        queue: Arc<str>,
-        state: State,
-        attempt: u32,
-    ) -> Self {
+    pub(crate) fn new(id: TaskId, name: Name, queue: Name, state: State, attempt: u32) -> Self {
         RunState {
             id,
             name,
@@ -206,7 +200,7 @@ impl RunState {
             queue: text("queue").unwrap_or_default().into(),
             state: State::parse(field("state")?)?,
             attempt: text("attempt")?.parse().ok()?,
-            worker: text("worker").map(Arc::from),
+            worker: text("worker").map(Name::from),
             started_ms: text("started").and_then(|ms| ms.parse().ok()),
             result: field("result").cloned(),
             error: text("error").map(str::to_string),

@@ -1,9 +1,9 @@
 //! The task envelope: a task as it travels through a queue, encoded as the
 //! Cap'n Proto `Envelope` of `schema/task.capnp`.
 
+use super::Name;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -88,9 +88,9 @@ pub struct Envelope {
     /// The task's id.
     pub id: TaskId,
     /// The registered name of the task.
-    pub name: Arc<str>,
+    pub name: Name,
     /// The queue it was submitted to.
-    pub queue: Arc<str>,
+    pub queue: Name,
     /// Its arguments: a JSON array (see [`encode_args`](super::encode_args)).
     pub args: Bytes,
     /// How many runs came before this one.
@@ -123,8 +123,8 @@ pub struct EnvelopeError(String);
 impl Envelope {
     /// A first run of task `name` with JSON `args`, submitted now.
     pub fn new(
-        name: impl Into<Arc<str>>,
-        queue: impl Into<Arc<str>>,
+        name: impl Into<Name>,
+        queue: impl Into<Name>,
         args: impl Into<Bytes>,
         now_ms: u64,
     ) -> Self {
@@ -232,7 +232,7 @@ impl Envelope {
     /// arguments made by `args` from their bytes.
     fn read_direct(
         bytes: &[u8],
-        known: impl Fn(&str) -> Option<Arc<str>>,
+        known: impl Fn(&str) -> Option<Name>,
         args: impl FnOnce(&[u8]) -> Bytes,
     ) -> Option<Envelope> {
         let mut root = Root::of(bytes)?;
@@ -293,7 +293,7 @@ impl Envelope {
     /// allocated each time.
     pub(crate) fn decode_sharing(
         bytes: &Bytes,
-        known: impl Fn(&str) -> Option<Arc<str>>,
+        known: impl Fn(&str) -> Option<Name>,
     ) -> Result<Envelope, EnvelopeError> {
         match Self::read_direct(bytes, known, |args| bytes.slice_ref(args)) {
             Some(envelope) => Ok(envelope),
@@ -476,10 +476,10 @@ mod tests {
     #[test]
     fn a_worker_s_envelope_shares_its_bytes_and_the_names_it_knows() {
         let bytes = Bytes::from(Envelope::new("send", "mail", &b"[1]"[..], 5).encode());
-        let send: Arc<str> = "send".into();
-        let known = |text: &str| (text == "send").then(|| Arc::clone(&send));
+        let send = Name::from_static("send");
+        let known = |text: &str| (text == "send").then(|| send.clone());
         let envelope = Envelope::decode_sharing(&bytes, known).unwrap();
-        assert!(Arc::ptr_eq(&envelope.name, &send));
+        assert_eq!(envelope.name.as_ptr(), send.as_ptr(), "the very name given");
         assert_eq!(&*envelope.queue, "mail");
         // The arguments are a view of the bytes read.
         assert!(bytes.as_ptr_range().contains(&envelope.args.as_ptr()));

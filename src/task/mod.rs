@@ -41,6 +41,7 @@
 //! [`encode_args`] and [`decode_args`].
 
 mod envelope;
+mod name;
 #[rustfmt::skip]
 #[allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
 pub(crate) mod task_capnp;
@@ -58,6 +59,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use envelope::{Envelope, EnvelopeError, TaskId};
+pub use name::Name;
 pub use orcastra_macros::orca_task;
 
 /// A task: what [`orca_task`] derives from an async function.

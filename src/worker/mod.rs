@@ -45,7 +45,7 @@ use crate::streams::{
     StreamError, Streams, field,
 };
 use crate::task::{
-    Envelope, Progress, Retry, Task, TaskContext, TaskError, TaskId, TaskOptions, decode_args,
+    Envelope, Name, Progress, Retry, Task, TaskContext, TaskError, TaskId, TaskOptions, decode_args,
 };
 use crate::timekeeper::{self, Timekeeper};
 
@@ -122,9 +122,9 @@ pub struct WorkerBuilder {
     name: String,
     concurrency: usize,
     lease: Duration,
-    tasks: HashMap<Arc<str>, Arc<dyn Runnable>>,
+    tasks: HashMap<Name, Arc<dyn Runnable>>,
     /// The queues served, with their weights.
-    queues: Vec<(String, u32)>,
+    queues: Vec<(Name, u32)>,
 }
 
 impl WorkerBuilder {
@@ -165,11 +165,13 @@ impl WorkerBuilder {
     /// Runs tasks of this kind, fetching from its queue.
     pub fn register<T: Task>(mut self, task: T) -> Self {
         let queue = task.options().queue;
-        if !self.queues.iter().any(|(q, _)| q == queue) {
-            self.queues.push((queue.to_string(), 1));
+        if !self.queues.iter().any(|(q, _)| *q == queue) {
+            self.queues.push((Name::from_static(queue), 1));
         }
-        self.tasks
-            .insert(T::NAME.into(), Arc::new(Registered(Arc::new(task))));
+        self.tasks.insert(
+            Name::from_static(T::NAME),
+            Arc::new(Registered(Arc::new(task))),
+        );
         self
     }
 
@@ -204,16 +206,16 @@ impl WorkerBuilder {
     /// ```
     pub fn weight(mut self, queue: &str, weight: u32) -> Self {
         let weight = weight.max(1);
-        match self.queues.iter_mut().find(|(q, _)| q == queue) {
+        match self.queues.iter_mut().find(|(q, _)| *q == queue) {
             Some(served) => served.1 = weight,
-            None => self.queues.push((queue.to_string(), weight)),
+            None => self.queues.push((queue.into(), weight)),
         }
         self
     }
 
     /// Starts fetching and running tasks.
     pub async fn start(self) -> Result<Worker, crate::Error> {
-        let schedule = Schedule::new(self.queues.iter().map(|(q, w)| (q.as_str(), *w)));
+        let schedule = Schedule::new(self.queues);
         for source in schedule.sources() {
             self.orcastra.ensure_group(&source.stream, WORKERS).await?;
         }
@@ -332,8 +334,8 @@ struct InFlight {
 
 struct Shared {
     orcastra: Orcastra,
-    name: Arc<str>,
-    tasks: HashMap<Arc<str>, Arc<dyn Runnable>>,
+    name: Name,
+    tasks: HashMap<Name, Arc<dyn Runnable>>,
     /// One permit per free slot.
     slots: Arc<Semaphore>,
     concurrency: usize,
@@ -349,7 +351,7 @@ struct Shared {
 /// A task fetched for running: its queue and stream, its entry, and how
 /// many times it has been delivered (new entries: once).
 struct Fetched {
-    queue: Arc<str>,
+    queue: Name,
     stream: Arc<str>,
     entry: GroupEntry,
     deliveries: u64,
@@ -521,7 +523,7 @@ impl Shared {
                 continue;
             };
             fetched.extend(entries.into_iter().map(|entry| Fetched {
-                queue: Arc::clone(&source.queue),
+                queue: source.queue.clone(),
                 stream: Arc::clone(&source.stream),
                 entry,
                 deliveries: 1,
@@ -572,7 +574,7 @@ impl Shared {
                     .map_or(1, |pending| pending.deliveries);
                 tracing::info!(worker = %self.name, %stream, id = %entry.id, deliveries, "reclaimed a task whose lease ran out");
                 reclaimed.push(Fetched {
-                    queue: Arc::clone(&source.queue),
+                    queue: source.queue.clone(),
                     stream: Arc::clone(stream),
                     entry: GroupEntry {
                         id: entry.id,
@@ -707,8 +709,8 @@ impl Shared {
             return;
         };
         let known = |text: &str| match self.tasks.get_key_value(text) {
-            Some((name, _)) => Some(Arc::clone(name)),
-            None => (*queue == *text).then(|| Arc::clone(&queue)),
+            Some((name, _)) => Some(name.clone()),
+            None => (*queue == *text).then(|| queue.clone()),
         };
         let envelope = match Envelope::decode_sharing(&raw, known) {
             Ok(envelope) => envelope,
@@ -759,12 +761,12 @@ impl Shared {
         }
         let mut running = RunState::new(
             envelope.id,
-            Arc::clone(&envelope.name),
-            Arc::clone(&envelope.queue),
+            envelope.name.clone(),
+            envelope.queue.clone(),
             State::Running,
             envelope.attempt,
         );
-        running.worker = Some(Arc::clone(&self.name));
+        running.worker = Some(self.name.clone());
         running.started_ms = Some(self.orcastra.inner().clock.now_ms());
         let timeout = envelope.timeout.or(options.timeout);
         let progress = Arc::new(Progress::default());
@@ -873,12 +875,12 @@ impl Shared {
         if let Some(envelope) = envelope {
             let mut dead = RunState::new(
                 envelope.id,
-                Arc::clone(&envelope.name),
-                Arc::clone(&envelope.queue),
+                envelope.name.clone(),
+                envelope.queue.clone(),
                 State::Dead,
                 envelope.attempt,
             );
-            dead.worker = Some(Arc::clone(&self.name));
+            dead.worker = Some(self.name.clone());
             dead.error = Some(reason);
             write.states.push(dead);
         }

@@ -14,12 +14,14 @@
 
 use std::sync::Arc;
 
+use crate::task::Name;
+
 use crate::orca::{MAX_PRIORITY, queue_stream};
 
 /// One stream a worker fetches from.
 pub(crate) struct Source {
     /// The queue's name.
-    pub(crate) queue: Arc<str>,
+    pub(crate) queue: Name,
     /// The stream of the queue's tasks of one priority.
     pub(crate) stream: Arc<str>,
     priority: u8,
@@ -35,14 +37,13 @@ pub(crate) struct Schedule {
 
 impl Schedule {
     /// The sources of `queues`, each with its weight (at least 1).
-    pub(crate) fn new<'a>(queues: impl IntoIterator<Item = (&'a str, u32)>) -> Schedule {
+    pub(crate) fn new(queues: impl IntoIterator<Item = (Name, u32)>) -> Schedule {
         let mut sources = Vec::new();
         for (queue, weight) in queues {
-            let name: Arc<str> = queue.into();
             for priority in 0..=MAX_PRIORITY {
                 sources.push(Source {
-                    queue: Arc::clone(&name),
-                    stream: queue_stream(queue, priority).into(),
+                    queue: queue.clone(),
+                    stream: queue_stream(&queue, priority).into(),
                     priority,
                     weight: i64::from(weight.max(1)) << priority,
                 });
@@ -95,7 +96,7 @@ mod tests {
 
     #[test]
     fn every_source_is_first_its_weight_in_every_round() {
-        let mut schedule = Schedule::new([("a", 3), ("b", 1)]);
+        let mut schedule = Schedule::new([("a".into(), 3), ("b".into(), 1)]);
         let total = 60; // (3 + 1) × (1 + 2 + 4 + 8)
         for _ in 0..5 {
             let round = firsts(&mut schedule, total);
@@ -108,7 +109,7 @@ mod tests {
 
     #[test]
     fn the_lowest_priority_is_first_once_in_every_fifteen_fetches() {
-        let mut schedule = Schedule::new([("q", 1)]);
+        let mut schedule = Schedule::new([("q".into(), 1)]);
         let lowest = 0;
         assert_eq!(&*schedule.sources()[lowest].stream, "orca:queue:q");
         let picks = firsts(&mut schedule, 15 * 10);
@@ -119,7 +120,7 @@ mod tests {
 
     #[test]
     fn an_empty_pick_falls_back_to_its_queue_first_highest_priority_first() {
-        let mut schedule = Schedule::new([("a", 1), ("b", 1)]);
+        let mut schedule = Schedule::new([("a".into(), 1), ("b".into(), 1)]);
         for _ in 0..30 {
             let order = schedule.next();
             let sources = schedule.sources();
