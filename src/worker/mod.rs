@@ -697,7 +697,7 @@ impl Shared {
             self.finish(&stream, id, Write::default(), slot);
             return;
         };
-        let Some(raw) = field(&fields, "task").cloned() else {
+        let Some(raw) = field(&fields, "task") else {
             self.dead_letter(
                 (&queue, &stream),
                 id,
@@ -712,7 +712,7 @@ impl Shared {
             Some((name, _)) => Some(name.clone()),
             None => (*queue == *text).then(|| queue.clone()),
         };
-        let envelope = match Envelope::decode_sharing(&raw, known) {
+        let envelope = match Envelope::decode_sharing(raw, known) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.dead_letter((&queue, &stream), id, fields, None, error.to_string(), slot);
