@@ -1,7 +1,6 @@
 //! The task envelope: a task as it travels through a queue, encoded as the
 //! Cap'n Proto `Envelope` of `schema/task.capnp`.
 
-use super::Name;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::Name;
 use super::task_capnp::envelope;
 use crate::record::layout::{Blob, MAX_LIST, Root, Segment, struct_pointer};
 use crate::record::read_message;

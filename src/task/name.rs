@@ -83,12 +83,6 @@ impl From<String> for Name {
     }
 }
 
-impl From<Arc<str>> for Name {
-    fn from(name: Arc<str>) -> Self {
-        Name(Repr::Shared(name))
-    }
-}
-
 impl PartialEq for Name {
     fn eq(&self, other: &Self) -> bool {
         **self == **other
@@ -96,12 +90,6 @@ impl PartialEq for Name {
 }
 
 impl Eq for Name {}
-
-impl PartialEq<str> for Name {
-    fn eq(&self, other: &str) -> bool {
-        &**self == other
-    }
-}
 
 impl PartialEq<&str> for Name {
     fn eq(&self, other: &&str) -> bool {

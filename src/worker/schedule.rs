@@ -14,9 +14,8 @@
 
 use std::sync::Arc;
 
-use crate::task::Name;
-
 use crate::orca::{MAX_PRIORITY, queue_stream};
+use crate::task::Name;
 
 /// One stream a worker fetches from.
 pub(crate) struct Source {
