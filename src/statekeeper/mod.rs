@@ -4,7 +4,7 @@
 //! shares the backend sees every task's state.
 
 use std::collections::VecDeque;
-use std::collections::hash_map;
+use std::collections::{BTreeMap, btree_map};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -313,18 +313,22 @@ fn supersedes(state: &RunState, current: Option<&RunState>) -> bool {
 
 /// The state held by a shard's `entry`, if any: one lookup finds a task's
 /// state and where its next one goes.
-fn occupant<'a>(entry: &'a hash_map::Entry<'_, TaskId, RunState>) -> Option<&'a RunState> {
+fn occupant<'a>(entry: &'a btree_map::Entry<'_, TaskId, RunState>) -> Option<&'a RunState> {
     match entry {
-        hash_map::Entry::Occupied(entry) => Some(entry.get()),
-        hash_map::Entry::Vacant(_) => None,
+        btree_map::Entry::Occupied(entry) => Some(entry.get()),
+        btree_map::Entry::Vacant(_) => None,
     }
 }
 
 /// The tasks of one shard of the state keeper.
 #[derive(Default)]
 struct Shard {
-    /// The latest state of each task.
-    states: HashMap<TaskId, RunState>,
+    /// The latest state of each task. Ordered, as ids are by submission
+    /// time: the states in use (just submitted, running, just ended, the
+    /// oldest finished leaving memory) lie near the tree's two ends, which
+    /// stay in the caches; a hash map spreads them over all its memory,
+    /// some tens of megabytes with the finished ones kept.
+    states: BTreeMap<TaskId, RunState>,
     /// Tasks whose states stay in memory however long ago they finished,
     /// with how many holds: one per task handle.
     held: HashMap<TaskId, usize>,
