@@ -26,8 +26,22 @@ const UNIQUE_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6361_7374_7261_8000_756e_6
 /// assert_eq!(id.to_string().parse::<TaskId>(), Ok(id));
 /// assert!(TaskId::new() > id);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TaskId(Uuid);
+
+/// The order of the bytes, compared as one number: the state keeper's
+/// trees compare ids at every step of every lookup.
+impl Ord for TaskId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_u128().cmp(&other.0.as_u128())
+    }
+}
+
+impl PartialOrd for TaskId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl TaskId {
     /// A new id, greater than every id this process made before.
@@ -446,6 +460,15 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Ids sort as their bytes do, and so as their text and their
+        /// submission times.
+        #[test]
+        fn ids_are_ordered_as_their_bytes(a in proptest::num::u128::ANY, b in proptest::num::u128::ANY) {
+            let (a, b) = (TaskId(Uuid::from_u128(a)), TaskId(Uuid::from_u128(b)));
+            proptest::prop_assert_eq!(a.cmp(&b), a.as_bytes().cmp(b.as_bytes()));
+            proptest::prop_assert_eq!(a.cmp(&b), a.to_string().cmp(&b.to_string()));
+        }
+
         #[test]
         fn envelopes_are_written_as_capnp_builds_them(envelope in envelopes()) {
             let encoded = envelope.encode();
