@@ -1011,9 +1011,10 @@ async fn a_task_submitted_before_a_power_loss_runs_after_it() {
     println!("{stateless} of 20 power losses took the queued state");
 }
 
-/// A worker frees a slot once its task's end is durable, before its
-/// acknowledgement is; stopping waits for those too, so a power loss right
-/// after a stop amid a flow of tasks leaves none of them pending.
+/// A worker frees a slot as its task's end starts to be written, before
+/// it is durable and before its acknowledgement is; stopping waits for
+/// those, so a power loss right after a stop amid a flow of tasks leaves
+/// none of them pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_worker_has_acknowledged_its_tasks_durably() {
     for seed in 0..10 {

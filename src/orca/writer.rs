@@ -38,11 +38,13 @@ pub(crate) struct Write {
     pub(crate) states: SmallVec<[RunState; 1]>,
     /// Entries to acknowledge (stream, group, id), after the states.
     pub(crate) acks: SmallVec<[(Arc<str>, &'static str, StreamId); 1]>,
-    /// A worker's slot, freed once this write's states are written (its
-    /// acknowledgements may follow), or once it failed: a worker fetches no
-    /// faster than its tasks' ends are durable. (A task whose end is
-    /// durable and not its acknowledgement is passed over if delivered
-    /// again.)
+    /// A worker's slot, freed as this write's states start to be written
+    /// (or once it failed): meanwhile the worker runs other tasks, whose
+    /// ends wait for the next batch. So a worker runs at most its
+    /// concurrency of tasks, and has at most as many more ended whose ends
+    /// are not durable yet: it never runs further ahead of the disk. (A
+    /// task whose end is durable and not its acknowledgement is passed over
+    /// if delivered again.)
     pub(crate) slot: Option<OwnedSemaphorePermit>,
     /// A submission's: answered once its entries are durable, its states
     /// taken in by this process's state keeper at once and recorded after
@@ -189,6 +191,13 @@ async fn run_stage(
 ) {
     let mut batches = Vec::new();
     while incoming.receive(&mut batches).await {
+        if matches!(stage, Stage::Record) {
+            // Their states are about to be written: the workers run other
+            // tasks meanwhile (see `Write::slot`).
+            for (write, _) in batches.iter_mut().flatten() {
+                write.slot = None;
+            }
+        }
         let Some(inner) = inner.upgrade() else {
             return;
         };
@@ -210,10 +219,6 @@ async fn run_stage(
             }
             let mut more = false;
             for (write, reply) in &mut batch {
-                if !matches!(stage, Stage::Add) {
-                    // Its states are written: frees the worker's slot.
-                    write.slot = None;
-                }
                 if stage.leaves_more(write) {
                     more = true;
                     if matches!(stage, Stage::Add) && write.answered_once_added {

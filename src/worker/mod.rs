@@ -284,7 +284,8 @@ impl Worker {
         if finished.is_err() {
             self.shared.release_in_flight().await;
         }
-        // The ends are durable; their acknowledgements may be on the way.
+        // Every end is with the writer: done once each is written and
+        // acknowledged.
         if let Err(error) = self.shared.orcastra.write(Write::barrier()).await {
             tracing::warn!(worker = %self.shared.name, %error, "stopped before every finished task was acknowledged; they are passed over when delivered again");
         }
@@ -888,8 +889,8 @@ impl Shared {
     }
 
     /// Writes how a task ended and acknowledges its entry, in one write
-    /// (the acknowledgement last), which frees the worker's `slot` once
-    /// done. Not waited for: if the backend fails, the writer logs it and
+    /// (the acknowledgement last), which frees the worker's `slot` as its
+    /// states start to be written. Not waited for: if the backend fails, the writer logs it and
     /// the task stays pending, to be delivered again.
     fn finish(
         &self,
