@@ -14,6 +14,7 @@
 //! 8-byte aligned in a memory map, as Cap'n Proto needs to read in place.
 
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use crate::log::CorruptKind;
 
@@ -77,21 +78,31 @@ pub(crate) fn frame_len(payload_len: usize) -> usize {
 
 /// Appends the frame of the record at `offset` to `buf`.
 pub(crate) fn push_frame(buf: &mut Vec<u8>, offset: u64, payload: &[u8]) {
-    push_header(buf, offset, payload);
+    let start = buf.len();
+    buf.extend_from_slice(&header(offset, payload));
     buf.extend_from_slice(payload);
+    // The offset and the payload lie together here: one pass over both.
+    let crc = frame_crc(&buf[start..start + 4], &[&buf[start + 8..]]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     push_padding(buf, payload.len());
 }
 
 /// Appends the header of the frame of `payload` at `offset`, whose payload
 /// is written separately.
 pub(crate) fn push_header(buf: &mut Vec<u8>, offset: u64, payload: &[u8]) {
+    let mut header = header(offset, payload);
+    let crc = frame_crc(&header[0..4], &[&header[8..16], payload]);
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    buf.extend_from_slice(&header);
+}
+
+/// The header of the frame of `payload` at `offset`, but for its checksum.
+fn header(offset: u64, payload: &[u8]) -> [u8; FRAME_HEADER_LEN] {
     let len = u32::try_from(payload.len()).expect("record sizes are limited far below 4 GiB");
     let mut header = [0; FRAME_HEADER_LEN];
     header[0..4].copy_from_slice(&len.to_le_bytes());
     header[8..16].copy_from_slice(&offset.to_le_bytes());
-    let crc = frame_crc(&header, payload);
-    header[4..8].copy_from_slice(&crc.to_le_bytes());
-    buf.extend_from_slice(&header);
+    header
 }
 
 /// Appends the zeros that follow a payload of `payload_len` bytes.
@@ -100,11 +111,16 @@ pub(crate) fn push_padding(buf: &mut Vec<u8>, payload_len: usize) {
     buf.extend_from_slice(&[0; 8][..padding]);
 }
 
-fn frame_crc(header: &[u8], payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&header[0..4]);
-    hasher.update(&header[8..16]);
-    hasher.update(payload);
+/// The checksum of a frame: of its length field, then of its offset and
+/// payload, which follow the checksum field.
+fn frame_crc(len: &[u8], offset_and_payload: &[&[u8]]) -> u32 {
+    // `Hasher::new` looks up the CPU's features each time.
+    static NEW: LazyLock<crc32fast::Hasher> = LazyLock::new(crc32fast::Hasher::new);
+    let mut hasher = NEW.clone();
+    hasher.update(len);
+    for bytes in offset_and_payload {
+        hasher.update(bytes);
+    }
     hasher.finalize()
 }
 
@@ -132,7 +148,8 @@ pub(crate) fn read_frame(data: &[u8], pos: usize) -> Result<Frame, CorruptKind> 
     if end > data.len() {
         return Err(CorruptKind::Truncated);
     }
-    if u32_at(header, 4) != frame_crc(header, &data[payload.clone()]) {
+    let offset_and_payload = &data[pos + 8..payload.end];
+    if u32_at(header, 4) != frame_crc(&header[0..4], &[offset_and_payload]) {
         return Err(CorruptKind::ChecksumMismatch);
     }
     Ok(Frame {
