@@ -320,6 +320,18 @@ fn occupant<'a>(entry: &'a btree_map::Entry<'_, TaskId, RunState>) -> Option<&'a
     }
 }
 
+/// Puts `state` where `entry` is, replacing the state there.
+fn put(entry: btree_map::Entry<'_, TaskId, RunState>, state: RunState) {
+    match entry {
+        btree_map::Entry::Occupied(mut entry) => {
+            entry.insert(state);
+        }
+        btree_map::Entry::Vacant(entry) => {
+            entry.insert(state);
+        }
+    }
+}
+
 /// The tasks of one shard of the state keeper.
 #[derive(Default)]
 struct Shard {
@@ -529,7 +541,7 @@ impl StateKeeper {
                     }
                     let _ = self.events.send(state.clone());
                 }
-                entry.insert_entry(state);
+                put(entry, state);
             }
         }
         if !ended.is_empty() {
@@ -564,7 +576,7 @@ impl StateKeeper {
             if supersedes(state, current) {
                 let mut state = state.clone();
                 state.updated_ms = now_ms;
-                entry.insert_entry(state);
+                put(entry, state);
             }
         }
     }
