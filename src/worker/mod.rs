@@ -890,8 +890,9 @@ impl Shared {
 
     /// Writes how a task ended and acknowledges its entry, in one write
     /// (the acknowledgement last), which frees the worker's `slot` as its
-    /// states start to be written. Not waited for: if the backend fails, the writer logs it and
-    /// the task stays pending, to be delivered again.
+    /// states start to be written. Not waited for: if the backend fails,
+    /// the writer logs it and the task stays pending, to be delivered
+    /// again.
     fn finish(
         &self,
         stream: &Arc<str>,
