@@ -14,10 +14,11 @@
 //!   late delayed tasks start, as percentiles;
 //! - the sustained rate with 1 k and with 1 M tasks queued ahead;
 //! - `floor/segment_never`: the engine's share, the records a no-op task
-//!   writes (its queue entry; its `queued` and `succeeded` events, as a run
-//!   that ends at its first poll has no `running` one; the group's delivery
-//!   and acknowledgement), taken from the segment `never` run and written
-//!   straight through `Streams` in batches of 1024, with no task layer.
+//!   writes (its queue entry; its share of its submission's `queued` event
+//!   and its `succeeded` event, as a run that ends at its first poll has no
+//!   `running` one; the group's delivery and acknowledgement), taken from
+//!   the segment `never` run and written straight through `Streams` in
+//!   batches of 1024, with no task layer.
 //!
 //! Backends: memory, the segment log with fsync `never` and `batch`, and,
 //! with `--features redis`, a `redis-server` from PATH without persistence.
@@ -29,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use orcastra::log::{FsyncPolicy, LogOptions};
 use orcastra::prelude::*;
@@ -469,9 +471,9 @@ async fn records_of_a_task(orca: &Orcastra) -> TaskRecords {
 }
 
 /// Writes the records of `tasks` no-op tasks (a multiple of 1024) the way
-/// the task layer does, in batches of 1024, with no task layer: add the
-/// entries, their `queued` events, read them as the workers' group,
-/// `succeeded` events, acknowledge.
+/// the task layer does for submissions of 1024, with no task layer: add
+/// the entries and the one `queued` event that names them all, read them
+/// as the workers' group, add their `succeeded` events, acknowledge.
 async fn write_records(orca: &Orcastra, records: &TaskRecords, tasks: usize) -> Duration {
     const BATCH: usize = 1024;
     const QUEUE: &str = "floor:queue";
@@ -483,13 +485,27 @@ async fn write_records(orca: &Orcastra, records: &TaskRecords, tasks: usize) -> 
         .await;
     let batch = |fields: &Fields| vec![fields.clone(); BATCH];
     let [queued, succeeded] = &records.states;
+    // A submission of many is one `queued` event naming them all.
+    let queued: Fields = queued
+        .iter()
+        .map(|(name, value)| match &name[..] {
+            b"id" => {
+                let ids = vec![&value[..]; BATCH].join(&b","[..]);
+                (Bytes::from_static(b"ids"), Bytes::from(ids))
+            }
+            _ => (name.clone(), value.clone()),
+        })
+        .collect();
     let start = Instant::now();
     for _ in 0..tasks / BATCH {
         streams
             .add_batch(QUEUE, batch(&records.entry))
             .await
             .unwrap();
-        streams.add_batch(STATES, batch(queued)).await.unwrap();
+        streams
+            .add_batch(STATES, vec![queued.clone()])
+            .await
+            .unwrap();
         let options = ReadGroupOptions {
             count: Some(BATCH),
             ..Default::default()

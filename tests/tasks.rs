@@ -954,6 +954,61 @@ async fn delayed_tasks_survive_a_restart() {
     assert_eq!(calls(&key), 1);
 }
 
+/// The queued states of the tasks of one `submit_many` are one event,
+/// which names them all and is read back as theirs after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submissions_queued_states_are_one_event_read_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_string();
+    let ids: Vec<TaskId> = {
+        let orca = Orcastra::open(&url).await.unwrap();
+        let args = (1..=300).map(|n| (n, 1));
+        let handles = orca
+            .submit_many_with(divide::task(), args, orcastra::SubmitOptions::default())
+            .await
+            .unwrap();
+        // Recorded after the submission returns: the one event comes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while orca.streams().len("orca:states").await.unwrap() == 0 {
+            assert!(Instant::now() < deadline, "no state event");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let events = orca
+            .streams()
+            .range("orca:states", Bound::Min, Bound::Max, None);
+        let events = events.await.unwrap();
+        assert_eq!(events.len(), 1);
+        let ids: Vec<TaskId> = handles.iter().map(|handle| handle.id()).collect();
+        let listed: Vec<String> = ids.iter().map(TaskId::to_string).collect();
+        assert_eq!(
+            field(&events[0].fields, "ids").unwrap(),
+            listed.join(",").as_str()
+        );
+        ids
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let orca = loop {
+        match Orcastra::open(&url).await {
+            Ok(orca) => break orca,
+            Err(error) => assert!(Instant::now() < deadline, "{error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Read as the handle follows the events.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while orca.state(ids[299]).is_none() {
+        assert!(Instant::now() < deadline, "the event was not read back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in ids {
+        let state = orca.state(id).expect("read back with the others");
+        assert_eq!(
+            (state.state, &*state.name, &*state.queue),
+            (State::Queued, "divide", "math")
+        );
+    }
+}
+
 /// The backend of the power-loss tests: a segment log under fsync `batch`
 /// on the simulated file layer.
 async fn open_simulated(sim: &SimStorage) -> Result<Orcastra, orcastra::Error> {
@@ -1117,7 +1172,6 @@ async fn handles_on_one_engine_see_their_own_and_each_others_states() {
     let on_engine = || Orcastra::on(orcastra::streams::Backend::Memory(engine.clone()));
     let (producer, consumer) = (on_engine(), on_engine());
     let mut events = producer.subscribe();
-    let worker = dividers(&consumer, 16).await;
     let args = (1..=200).map(|n| (n * 2, 2));
     let handles = producer
         .submit_many_with(divide::task(), args, orcastra::SubmitOptions::default())
@@ -1127,6 +1181,14 @@ async fn handles_on_one_engine_see_their_own_and_each_others_states() {
     for handle in &handles {
         assert!(producer.state(handle.id()).is_some());
     }
+    // Read by the consumer, all from the submission's one event.
+    let queued = |handle: &TaskHandle<i64>| consumer.state(handle.id()).map(|s| s.state);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !handles.iter().all(|h| queued(h) == Some(State::Queued)) {
+        assert!(Instant::now() < deadline, "the queued states were not read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let worker = dividers(&consumer, 16).await;
     for (n, handle) in (1..).zip(&handles) {
         // Recorded by the consumer: read by the producer.
         let result = tokio::time::timeout(Duration::from_secs(30), handle.result());

@@ -18,7 +18,7 @@ use smallvec::{SmallVec, smallvec};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::record::StreamId;
-use crate::statekeeper::{RunState, STATES};
+use crate::statekeeper::{RunState, STATES, StateEvent};
 use crate::streams::{Fields, StreamError, Streams};
 
 use super::Inner;
@@ -262,31 +262,33 @@ async fn add(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError
     Ok(())
 }
 
-/// Records the states of the batches' writes, in one call.
+/// Records the states of the batches' writes, in one call: each write's as
+/// one event if they are the same but for the task (a submission's).
 async fn record(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError>> {
-    let count = batches
-        .iter()
-        .flatten()
-        .map(|(write, _)| write.states.len());
-    let mut states = Vec::with_capacity(count.sum());
+    let mut events = Vec::new();
     for (write, _) in batches.iter_mut().flatten() {
-        states.extend(write.states.drain(..));
+        if !write.states.is_empty() {
+            StateEvent::record(&mut events, std::mem::take(&mut write.states));
+        }
     }
-    if states.is_empty() {
+    if events.is_empty() {
         return Ok(());
     }
     // On the embedded backends the states go to the state keeper as their
     // events are written: it need not read them back.
-    let note = |ids: &[StreamId], states| inner.states.wrote(states, ids);
-    let (ids, mut unnoted) = inner.streams.add_batch_noting(STATES, states, note).await?;
+    let note = |ids: &[StreamId], events| inner.states.wrote(events, ids);
+    let (ids, unnoted) = inner.streams.add_batch_noting(STATES, events, note).await?;
     // Empty if the state keeper took them; on Redis they are here.
     if unnoted.is_empty() {
         inner.states.apply_written(&ids);
     } else {
-        for (state, id) in unnoted.iter_mut().zip(ids) {
-            state.recorded_by(id);
-        }
-        inner.states.apply(unnoted);
+        let states = unnoted.into_iter().zip(ids).flat_map(|(event, id)| {
+            event.into_states().map(move |mut state| {
+                state.recorded_by(id);
+                state
+            })
+        });
+        inner.states.apply(states);
     }
     Ok(())
 }

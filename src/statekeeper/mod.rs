@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use foldhash::HashMap;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tokio::sync::{Notify, broadcast};
 
 use crate::record::{Encoder, NewEntry, Pairs, StreamId};
@@ -162,52 +163,79 @@ impl RunState {
         self.updated_ms = event.ms;
     }
 
-    /// The event's field names and values, in order; the id and the
-    /// numbers are formatted into the buffers given.
-    fn pairs<'a>(&'a self, text: &'a mut TextBuffers) -> impl Pairs<'a> {
-        let TextBuffers {
-            id,
+    /// Whether `other` is the same state but for the task: the states of
+    /// one event.
+    fn same_but_id(&self, other: &RunState) -> bool {
+        let RunState {
+            id: _,
+            name,
+            queue,
+            state,
             attempt,
-            started,
-        } = text;
-        let id = self.id.encode(id);
-        let attempt = attempt.format(self.attempt).as_bytes();
-        let started = self.started_ms.map(|ms| started.format(ms).as_bytes());
-        [
-            (&b"id"[..], Some(id)),
-            (b"name", Some(self.name.as_bytes())),
-            (b"queue", Some(self.queue.as_bytes())),
-            (b"state", Some(self.state.name().as_bytes())),
-            (b"attempt", Some(attempt)),
-            (b"started", started),
-            (b"worker", self.worker.as_deref().map(str::as_bytes)),
-            (b"result", self.result.as_deref()),
-            (b"error", self.error.as_deref().map(str::as_bytes)),
-            (b"progress", self.progress.as_deref()),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value?)))
+            worker,
+            started_ms,
+            result,
+            error,
+            progress,
+            updated_ms,
+            event,
+        } = other;
+        (
+            name, queue, state, attempt, worker, started_ms, result, error, progress, updated_ms,
+            event,
+        ) == (
+            &self.name,
+            &self.queue,
+            &self.state,
+            &self.attempt,
+            &self.worker,
+            &self.started_ms,
+            &self.result,
+            &self.error,
+            &self.progress,
+            &self.updated_ms,
+            &self.event,
+        )
     }
 
-    /// The state an event records; `None` for an entry that is not one
-    /// (it is skipped, never fatal).
-    fn from_entry(entry: &Entry) -> Option<RunState> {
+    /// The states an event records (one per id), or none for an entry that
+    /// is not one (it is skipped, never fatal).
+    fn from_entry(entry: &Entry) -> Vec<RunState> {
         let field = |name: &str| field(&entry.fields, name);
         let text = |name: &str| field(name).and_then(|v| std::str::from_utf8(v).ok());
-        Some(RunState {
-            id: text("id")?.parse().ok()?,
-            name: text("name")?.into(),
-            queue: text("queue").unwrap_or_default().into(),
-            state: State::parse(field("state")?)?,
-            attempt: text("attempt")?.parse().ok()?,
-            worker: text("worker").map(Name::from),
-            started_ms: text("started").and_then(|ms| ms.parse().ok()),
-            result: field("result").cloned(),
-            error: text("error").map(str::to_string),
-            progress: field("progress").cloned(),
-            updated_ms: entry.id.ms,
-            event: entry.id,
-        })
+        let ids = text("id").or_else(|| text("ids")).unwrap_or_default();
+        let Some(ids) = ids
+            .split(',')
+            .map(|id| id.parse().ok())
+            .collect::<Option<Vec<TaskId>>>()
+        else {
+            return Vec::new();
+        };
+        let state = || {
+            Some(RunState {
+                id: ids[0],
+                name: text("name")?.into(),
+                queue: text("queue").unwrap_or_default().into(),
+                state: State::parse(field("state")?)?,
+                attempt: text("attempt")?.parse().ok()?,
+                worker: text("worker").map(Name::from),
+                started_ms: text("started").and_then(|ms| ms.parse().ok()),
+                result: field("result").cloned(),
+                error: text("error").map(str::to_string),
+                progress: field("progress").cloned(),
+                updated_ms: entry.id.ms,
+                event: entry.id,
+            })
+        };
+        let Some(state) = state() else {
+            return Vec::new();
+        };
+        ids.iter()
+            .map(|&id| RunState {
+                id,
+                ..state.clone()
+            })
+            .collect()
     }
 
     /// The `Running` state this end of a run stands for, if the task's
@@ -230,9 +258,80 @@ impl RunState {
     }
 }
 
-/// Buffers a state event's id and numbers are formatted into.
+/// An event of the `orca:states` stream: the state of one task, or the
+/// states of several that are the same but for the task (the `queued`
+/// states of one `submit_many`), which name their tasks in one field, `ids`
+/// (a thousand tasks submitted at once are one event, not a thousand).
+pub(crate) enum StateEvent {
+    One(RunState),
+    Many(Vec<RunState>),
+}
+
+impl StateEvent {
+    /// Adds the events that record `states` to `events`: one for all if
+    /// they are the same but for the task, else one each.
+    pub(crate) fn record(events: &mut Vec<StateEvent>, states: SmallVec<[RunState; 1]>) {
+        match &states[..] {
+            [first, rest @ ..] if !rest.is_empty() && rest.iter().all(|s| s.same_but_id(first)) => {
+                events.push(StateEvent::Many(states.into_vec()))
+            }
+            _ => events.extend(states.into_iter().map(StateEvent::One)),
+        }
+    }
+
+    /// The states it records.
+    pub(crate) fn into_states(self) -> impl Iterator<Item = RunState> {
+        let (one, many) = match self {
+            StateEvent::One(state) => (Some(state), Vec::new()),
+            StateEvent::Many(states) => (None, states),
+        };
+        one.into_iter().chain(many)
+    }
+
+    /// The event's field names and values, in order; the ids and the
+    /// numbers are formatted into the buffers given.
+    fn pairs<'a>(&'a self, text: &'a mut TextBuffers) -> impl Pairs<'a> {
+        let TextBuffers {
+            id,
+            ids,
+            attempt,
+            started,
+        } = text;
+        let (state, ids) = match self {
+            StateEvent::One(state) => (state, (&b"id"[..], state.id.encode(id))),
+            StateEvent::Many(states) => {
+                for (i, state) in states.iter().enumerate() {
+                    if i > 0 {
+                        ids.push(b',');
+                    }
+                    ids.extend_from_slice(state.id.encode(id));
+                }
+                (&states[0], (&b"ids"[..], &ids[..]))
+            }
+        };
+        let attempt = attempt.format(state.attempt).as_bytes();
+        let started = state.started_ms.map(|ms| started.format(ms).as_bytes());
+        [
+            (ids.0, Some(ids.1)),
+            (b"name", Some(state.name.as_bytes())),
+            (b"queue", Some(state.queue.as_bytes())),
+            (b"state", Some(state.state.name().as_bytes())),
+            (b"attempt", Some(attempt)),
+            (b"started", started),
+            (b"worker", state.worker.as_deref().map(str::as_bytes)),
+            (b"result", state.result.as_deref()),
+            (b"error", state.error.as_deref().map(str::as_bytes)),
+            (b"progress", state.progress.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+    }
+}
+
+/// Buffers a state event's ids and numbers are formatted into.
 struct TextBuffers {
     id: [u8; uuid::fmt::Hyphenated::LENGTH],
+    ids: Vec<u8>,
     attempt: itoa::Buffer,
     started: itoa::Buffer,
 }
@@ -241,6 +340,7 @@ impl TextBuffers {
     fn new() -> Self {
         TextBuffers {
             id: [0; uuid::fmt::Hyphenated::LENGTH],
+            ids: Vec::new(),
             attempt: itoa::Buffer::new(),
             started: itoa::Buffer::new(),
         }
@@ -248,8 +348,8 @@ impl TextBuffers {
 }
 
 /// A state is written for every step of every task: its event is encoded
-/// straight from it.
-impl NewEntry for RunState {
+/// straight from its states.
+impl NewEntry for StateEvent {
     fn encode(&self, id: StreamId, timestamp_ms: u64, encoder: &mut Encoder) {
         let mut text = TextBuffers::new();
         let pairs = self.pairs(&mut text);
@@ -289,12 +389,12 @@ pub(crate) struct StateKeeper {
     max_finished: AtomicUsize,
     /// The last event read.
     seen: Mutex<StreamId>,
-    /// The events this process wrote, in order, each with its state until
-    /// it is applied: by the writer once the event is durable, or by
-    /// `catch_up` if it gets there first, in its place among other
-    /// processes' states. `catch_up` passes over these events without
-    /// reading them back. Only on backends where no reader sees an event
-    /// before it is here.
+    /// The events this process wrote, in order, each with its state (an
+    /// event of several tasks once for each) until it is applied: by the
+    /// writer once the event is durable, or by `catch_up` if it gets there
+    /// first, in its place among other processes' states. `catch_up` passes
+    /// over these events without reading them back. Only on backends where
+    /// no reader sees an event before it is here.
     written_here: Mutex<VecDeque<(StreamId, Option<RunState>)>>,
 }
 
@@ -581,13 +681,15 @@ impl StateKeeper {
         }
     }
 
-    /// Takes in `states`, which this process wrote as the events `ids`,
-    /// before any reader can see those events.
-    pub(crate) fn wrote(&self, states: Vec<RunState>, ids: &[StreamId]) {
+    /// Takes in the states of `events`, which this process wrote as the
+    /// events `ids`, before any reader can see those events.
+    pub(crate) fn wrote(&self, events: Vec<StateEvent>, ids: &[StreamId]) {
         let mut written = self.written_here.lock();
-        for (mut state, &id) in states.into_iter().zip(ids) {
-            state.recorded_by(id);
-            written.push_back((id, Some(state)));
+        for (event, &id) in events.into_iter().zip(ids) {
+            for mut state in event.into_states() {
+                state.recorded_by(id);
+                written.push_back((id, Some(state)));
+            }
         }
         while written.len() > WRITTEN_HERE && written.front().is_some_and(|(_, s)| s.is_none()) {
             written.pop_front();
@@ -627,17 +729,19 @@ impl StateKeeper {
         let (mut ours, mut passed, mut passed_to) = (Vec::new(), 0, None);
         let mut skip = |id: StreamId| {
             let mut written = self.written_here.lock();
-            // Events before `id` that were never read (trimmed) are passed too.
+            // Events before `id` that were never read (trimmed) are passed
+            // too; an event of several tasks is there once for each.
+            let mut ours_here = false;
             while written.front().is_some_and(|&(event, _)| event <= id) {
                 let (event, state) = written.pop_front().expect("a front");
                 ours.extend(state);
-                if event == id {
-                    passed += 1;
-                    passed_to = Some(id);
-                    return true;
-                }
+                ours_here |= event == id;
             }
-            false
+            if ours_here {
+                passed += 1;
+                passed_to = Some(id);
+            }
+            ours_here
         };
         let block = Some(block).filter(|block| !block.is_zero());
         let entries = match streams
@@ -652,7 +756,7 @@ impl StateKeeper {
                 read.into_iter().flat_map(|(_, entries)| entries).collect()
             }
         };
-        let mut states: Vec<RunState> = entries.iter().filter_map(RunState::from_entry).collect();
+        let mut states: Vec<RunState> = entries.iter().flat_map(RunState::from_entry).collect();
         if let Some(last) = entries.last().map(|entry| entry.id).max(passed_to) {
             *self.seen.lock() = last;
         }
@@ -858,7 +962,8 @@ mod tests {
         state.progress = Some(Bytes::from_static(b"0.5"));
         let event = StreamId::new(7, 3);
         let mut encoder = Encoder::default();
-        state.encode(event, 7, &mut encoder);
+        let recorded = StateEvent::One(state.clone());
+        recorded.encode(event, 7, &mut encoder);
         let records = encoder.records();
         let record = crate::record::Record::decode(Bytes::copy_from_slice(records[0])).unwrap();
         assert_eq!(
@@ -883,13 +988,85 @@ mod tests {
         assert_eq!(field(&record.fields, "started").unwrap(), "1700000000123");
         assert_eq!(field(&record.fields, "state").unwrap(), "failed");
         #[cfg(feature = "redis")]
-        assert_eq!(state.to_fields(), record.fields);
+        assert_eq!(recorded.to_fields(), record.fields);
         let entry = Entry {
             id: event,
             fields: record.fields,
         };
         state.recorded_by(event);
-        assert_eq!(RunState::from_entry(&entry), Some(state));
+        assert_eq!(RunState::from_entry(&entry), [state]);
+    }
+
+    #[test]
+    fn states_the_same_but_for_the_task_are_one_event_naming_every_task() {
+        let queued = |id| RunState::new(id, "send".into(), "mail".into(), State::Queued, 0);
+        let ids = [TaskId::new(), TaskId::new(), TaskId::new()];
+        let submission: SmallVec<[RunState; 1]> = ids.map(queued).into_iter().collect();
+        let mut other_attempt = queued(TaskId::new());
+        other_attempt.attempt = 1;
+        let mut events = Vec::new();
+        StateEvent::record(&mut events, submission.clone());
+        StateEvent::record(&mut events, [queued(ids[0])].into_iter().collect());
+        StateEvent::record(
+            &mut events,
+            [queued(ids[1]), other_attempt].into_iter().collect(),
+        );
+        let tasks: Vec<usize> = events
+            .iter()
+            .map(|event| match event {
+                StateEvent::One(_) => 1,
+                StateEvent::Many(states) => states.len(),
+            })
+            .collect();
+        assert_eq!(
+            tasks,
+            [3, 1, 1, 1],
+            "only states that differ in the task alone go together"
+        );
+
+        let event = StreamId::new(9, 0);
+        let mut encoder = Encoder::default();
+        events[0].encode(event, 9, &mut encoder);
+        let record = crate::record::Record::decode(Bytes::copy_from_slice(encoder.records()[0]));
+        let fields = record.unwrap().fields;
+        let names: Vec<&[u8]> = fields.iter().map(|(n, _)| &n[..]).collect();
+        let expected: [&[u8]; 5] = [b"ids", b"name", b"queue", b"state", b"attempt"];
+        assert_eq!(names, expected);
+        let listed = ids.map(|id| id.to_string()).join(",");
+        assert_eq!(field(&fields, "ids").unwrap(), listed.as_str());
+        #[cfg(feature = "redis")]
+        assert_eq!(events[0].to_fields(), fields);
+        let read = RunState::from_entry(&Entry { id: event, fields });
+        let expected = submission.into_iter().map(|mut state| {
+            state.recorded_by(event);
+            state
+        });
+        assert_eq!(read, expected.collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_event_with_an_id_that_does_not_parse_is_passed_over() {
+        let good = TaskId::new().to_string();
+        let cases = [
+            (good.clone(), 1),
+            (format!("{good},{good}"), 2),
+            (String::new(), 0),
+            (format!("{good},x"), 0),
+        ];
+        for (ids, tasks) in cases {
+            let fields = [
+                ("ids", &*ids),
+                ("name", "send"),
+                ("state", "queued"),
+                ("attempt", "0"),
+            ];
+            let bytes = |text: &str| Bytes::copy_from_slice(text.as_bytes());
+            let entry = Entry {
+                id: StreamId::new(1, 0),
+                fields: fields.iter().map(|(n, v)| (bytes(n), bytes(v))).collect(),
+            };
+            assert_eq!(RunState::from_entry(&entry).len(), tasks, "{ids:?}");
+        }
     }
 
     #[test]
