@@ -611,7 +611,13 @@ async fn recorded_states(s: &Subject, id: TaskId) -> Vec<(String, bool)> {
         field(fields, name).map(|value| String::from_utf8_lossy(value).into_owned())
     };
     (events.await.unwrap().into_iter())
-        .filter(|event| text(&event.fields, "id") == Some(id.to_string()))
+        .filter(|event| {
+            // An event of several tasks lists them in `ids`.
+            let ids = text(&event.fields, "id").or_else(|| text(&event.fields, "ids"));
+            ids.unwrap()
+                .split(',')
+                .any(|listed| listed == id.to_string())
+        })
         .map(|event| {
             let state = text(&event.fields, "state").unwrap();
             (state, field(&event.fields, "started").is_some())

@@ -305,12 +305,14 @@ async fn parent(kills: usize) -> u64 {
         let text =
             |name| field(&event.fields, name).map(|v| String::from_utf8_lossy(v).into_owned());
         let state = text("state").unwrap();
-        runs += usize::from(state == "running");
-        if ["succeeded", "failed", "dead", "cancelled"].contains(&state.as_str()) {
-            finals
-                .entry(text("id").unwrap())
-                .or_default()
-                .push((state, text("result")));
+        // An event of several tasks lists them in `ids`.
+        let tasks = text("id").or_else(|| text("ids")).unwrap();
+        for id in tasks.split(',') {
+            runs += usize::from(state == "running");
+            if ["succeeded", "failed", "dead", "cancelled"].contains(&state.as_str()) {
+                let end = (state.clone(), text("result"));
+                finals.entry(id.to_string()).or_default().push(end);
+            }
         }
     }
     // The kills interrupted runs, which ran again elsewhere.

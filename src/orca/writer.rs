@@ -262,13 +262,13 @@ async fn add(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError
     Ok(())
 }
 
-/// Records the states of the batches' writes, in one call: each write's as
-/// one event if they are the same but for the task (a submission's).
+/// Records the states of the batches' writes, in one call (consecutive ones
+/// that are the same but for the task as one event).
 async fn record(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError>> {
     let mut events = Vec::new();
     for (write, _) in batches.iter_mut().flatten() {
-        if !write.states.is_empty() {
-            StateEvent::record(&mut events, std::mem::take(&mut write.states));
+        for state in write.states.drain(..) {
+            StateEvent::add(&mut events, state);
         }
     }
     if events.is_empty() {

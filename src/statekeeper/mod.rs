@@ -258,34 +258,27 @@ impl RunState {
     }
 }
 
-/// An event of the `orca:states` stream: the state of one task, or the
-/// states of several that are the same but for the task (the `queued`
-/// states of one `submit_many`), which name their tasks in one field, `ids`
-/// (a thousand tasks submitted at once are one event, not a thousand).
-pub(crate) enum StateEvent {
-    One(RunState),
-    Many(Vec<RunState>),
-}
+/// An event of the `orca:states` stream: the states of one task or more
+/// that are the same but for the task, which an event of several lists in
+/// one field, `ids`. Consecutive states go together: a submission's
+/// `queued` states, and the ends of tasks that one worker ran alike,
+/// starting in the same millisecond (a thousand no-op tasks are a handful
+/// of events, not two thousand).
+pub(crate) struct StateEvent(SmallVec<[RunState; 1]>);
 
 impl StateEvent {
-    /// Adds the events that record `states` to `events`: one for all if
-    /// they are the same but for the task, else one each.
-    pub(crate) fn record(events: &mut Vec<StateEvent>, states: SmallVec<[RunState; 1]>) {
-        match &states[..] {
-            [first, rest @ ..] if !rest.is_empty() && rest.iter().all(|s| s.same_but_id(first)) => {
-                events.push(StateEvent::Many(states.into_vec()))
-            }
-            _ => events.extend(states.into_iter().map(StateEvent::One)),
+    /// Adds `state` to the last of `events` if it is the same but for the
+    /// task, else as an event of its own.
+    pub(crate) fn add(events: &mut Vec<StateEvent>, state: RunState) {
+        match events.last_mut() {
+            Some(StateEvent(states)) if states[0].same_but_id(&state) => states.push(state),
+            _ => events.push(StateEvent(smallvec::smallvec![state])),
         }
     }
 
     /// The states it records.
     pub(crate) fn into_states(self) -> impl Iterator<Item = RunState> {
-        let (one, many) = match self {
-            StateEvent::One(state) => (Some(state), Vec::new()),
-            StateEvent::Many(states) => (None, states),
-        };
-        one.into_iter().chain(many)
+        self.0.into_iter()
     }
 
     /// The event's field names and values, in order; the ids and the
@@ -297,16 +290,17 @@ impl StateEvent {
             attempt,
             started,
         } = text;
-        let (state, ids) = match self {
-            StateEvent::One(state) => (state, (&b"id"[..], state.id.encode(id))),
-            StateEvent::Many(states) => {
-                for (i, state) in states.iter().enumerate() {
+        let state = &self.0[0];
+        let ids = match &self.0[..] {
+            [one] => (&b"id"[..], one.id.encode(id)),
+            several => {
+                for (i, state) in several.iter().enumerate() {
                     if i > 0 {
                         ids.push(b',');
                     }
                     ids.extend_from_slice(state.id.encode(id));
                 }
-                (&states[0], (&b"ids"[..], &ids[..]))
+                (&b"ids"[..], &ids[..])
             }
         };
         let attempt = attempt.format(state.attempt).as_bytes();
@@ -962,7 +956,7 @@ mod tests {
         state.progress = Some(Bytes::from_static(b"0.5"));
         let event = StreamId::new(7, 3);
         let mut encoder = Encoder::default();
-        let recorded = StateEvent::One(state.clone());
+        let recorded = StateEvent(smallvec::smallvec![state.clone()]);
         recorded.encode(event, 7, &mut encoder);
         let records = encoder.records();
         let record = crate::record::Record::decode(Bytes::copy_from_slice(records[0])).unwrap();
@@ -998,30 +992,35 @@ mod tests {
     }
 
     #[test]
-    fn states_the_same_but_for_the_task_are_one_event_naming_every_task() {
+    fn consecutive_states_the_same_but_for_the_task_are_one_event_naming_every_task() {
         let queued = |id| RunState::new(id, "send".into(), "mail".into(), State::Queued, 0);
         let ids = [TaskId::new(), TaskId::new(), TaskId::new()];
-        let submission: SmallVec<[RunState; 1]> = ids.map(queued).into_iter().collect();
         let mut other_attempt = queued(TaskId::new());
         other_attempt.attempt = 1;
+        let ended = |id, ms| {
+            let mut ended = queued(id);
+            (ended.state, ended.started_ms) = (State::Succeeded, Some(ms));
+            ended
+        };
+        let states = [
+            queued(ids[0]),
+            queued(ids[1]),
+            queued(ids[2]),
+            other_attempt,
+            queued(ids[0]),
+            ended(ids[1], 5),
+            ended(ids[2], 5),
+            ended(ids[0], 6),
+        ];
         let mut events = Vec::new();
-        StateEvent::record(&mut events, submission.clone());
-        StateEvent::record(&mut events, [queued(ids[0])].into_iter().collect());
-        StateEvent::record(
-            &mut events,
-            [queued(ids[1]), other_attempt].into_iter().collect(),
-        );
-        let tasks: Vec<usize> = events
-            .iter()
-            .map(|event| match event {
-                StateEvent::One(_) => 1,
-                StateEvent::Many(states) => states.len(),
-            })
-            .collect();
+        for state in states.clone() {
+            StateEvent::add(&mut events, state);
+        }
+        let tasks: Vec<usize> = events.iter().map(|event| event.0.len()).collect();
         assert_eq!(
             tasks,
-            [3, 1, 1, 1],
-            "only states that differ in the task alone go together"
+            [3, 1, 1, 2, 1],
+            "consecutive states that differ in the task alone"
         );
 
         let event = StreamId::new(9, 0);
@@ -1037,7 +1036,7 @@ mod tests {
         #[cfg(feature = "redis")]
         assert_eq!(events[0].to_fields(), fields);
         let read = RunState::from_entry(&Entry { id: event, fields });
-        let expected = submission.into_iter().map(|mut state| {
+        let expected = states[..3].iter().cloned().map(|mut state| {
             state.recorded_by(event);
             state
         });
