@@ -266,12 +266,21 @@ impl RunState {
 /// of events, not two thousand).
 pub(crate) struct StateEvent(SmallVec<[RunState; 1]>);
 
+/// The most tasks one event names: its ids take about 37 KB, well within
+/// a record, however many tasks one `submit_many` has.
+const MOST_PER_EVENT: usize = 1024;
+
 impl StateEvent {
     /// Adds `state` to the last of `events` if it is the same but for the
-    /// task, else as an event of its own.
+    /// task (and names fewer than `MOST_PER_EVENT`), else as an event of
+    /// its own.
     pub(crate) fn add(events: &mut Vec<StateEvent>, state: RunState) {
         match events.last_mut() {
-            Some(StateEvent(states)) if states[0].same_but_id(&state) => states.push(state),
+            Some(StateEvent(states))
+                if states.len() < MOST_PER_EVENT && states[0].same_but_id(&state) =>
+            {
+                states.push(state)
+            }
             _ => events.push(StateEvent(smallvec::smallvec![state])),
         }
     }
@@ -1022,6 +1031,16 @@ mod tests {
             [3, 1, 1, 2, 1],
             "consecutive states that differ in the task alone"
         );
+        // A large submission's states: events of a bounded size.
+        let mut large = Vec::new();
+        for _ in 0..2 * MOST_PER_EVENT + 1 {
+            StateEvent::add(&mut large, queued(TaskId::new()));
+        }
+        let tasks: Vec<usize> = large.iter().map(|event| event.0.len()).collect();
+        assert_eq!(tasks, [MOST_PER_EVENT, MOST_PER_EVENT, 1]);
+        let mut encoder = Encoder::default();
+        large[0].encode(StreamId::new(1, 0), 1, &mut encoder);
+        assert!(encoder.records()[0].len() < 64 << 10);
 
         let event = StreamId::new(9, 0);
         let mut encoder = Encoder::default();
