@@ -163,9 +163,8 @@ impl RunState {
         self.updated_ms = event.ms;
     }
 
-    /// Whether `other` is the same state but for the task: the states of
-    /// one event.
-    fn same_but_id(&self, other: &RunState) -> bool {
+    /// Everything but the task: states equal in this are one event's.
+    fn all_but_id(&self) -> impl PartialEq + '_ {
         let RunState {
             id: _,
             name,
@@ -179,41 +178,24 @@ impl RunState {
             progress,
             updated_ms,
             event,
-        } = other;
+        } = self;
         (
             name, queue, state, attempt, worker, started_ms, result, error, progress, updated_ms,
             event,
-        ) == (
-            &self.name,
-            &self.queue,
-            &self.state,
-            &self.attempt,
-            &self.worker,
-            &self.started_ms,
-            &self.result,
-            &self.error,
-            &self.progress,
-            &self.updated_ms,
-            &self.event,
         )
     }
 
     /// The states an event records (one per id), or none for an entry that
     /// is not one (it is skipped, never fatal).
-    fn from_entry(entry: &Entry) -> Vec<RunState> {
+    fn from_entry(entry: &Entry) -> SmallVec<[RunState; 1]> {
         let field = |name: &str| field(&entry.fields, name);
         let text = |name: &str| field(name).and_then(|v| std::str::from_utf8(v).ok());
         let ids = text("id").or_else(|| text("ids")).unwrap_or_default();
-        let Some(ids) = ids
-            .split(',')
-            .map(|id| id.parse().ok())
-            .collect::<Option<Vec<TaskId>>>()
-        else {
-            return Vec::new();
-        };
-        let state = || {
+        let mut ids = ids.split(',').map(str::parse::<TaskId>);
+        let first_id = ids.next().and_then(Result::ok);
+        let first = || {
             Some(RunState {
-                id: ids[0],
+                id: first_id?,
                 name: text("name")?.into(),
                 queue: text("queue").unwrap_or_default().into(),
                 state: State::parse(field("state")?)?,
@@ -227,15 +209,20 @@ impl RunState {
                 event: entry.id,
             })
         };
-        let Some(state) = state() else {
-            return Vec::new();
+        let Some(first) = first() else {
+            return SmallVec::new();
         };
-        ids.iter()
-            .map(|&id| RunState {
+        let mut states: SmallVec<[RunState; 1]> = smallvec::smallvec![first];
+        for id in ids {
+            let Ok(id) = id else {
+                return SmallVec::new();
+            };
+            states.push(RunState {
                 id,
-                ..state.clone()
-            })
-            .collect()
+                ..states[0].clone()
+            });
+        }
+        states
     }
 
     /// The `Running` state this end of a run stands for, if the task's
@@ -277,7 +264,8 @@ impl StateEvent {
     pub(crate) fn add(events: &mut Vec<StateEvent>, state: RunState) {
         match events.last_mut() {
             Some(StateEvent(states))
-                if states.len() < MOST_PER_EVENT && states[0].same_but_id(&state) =>
+                if states.len() < MOST_PER_EVENT
+                    && states[0].all_but_id() == state.all_but_id() =>
             {
                 states.push(state)
             }
@@ -997,7 +985,7 @@ mod tests {
             fields: record.fields,
         };
         state.recorded_by(event);
-        assert_eq!(RunState::from_entry(&entry), [state]);
+        assert_eq!(RunState::from_entry(&entry)[..], [state]);
     }
 
     #[test]
@@ -1059,7 +1047,7 @@ mod tests {
             state.recorded_by(event);
             state
         });
-        assert_eq!(read, expected.collect::<Vec<_>>());
+        assert_eq!(read.into_vec(), expected.collect::<Vec<_>>());
     }
 
     #[test]
