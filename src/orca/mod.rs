@@ -449,7 +449,6 @@ impl Orcastra {
             ..Write::default()
         };
         write.adds.reserve(args.len());
-        write.states.reserve(args.len());
         let mut ids = Vec::with_capacity(args.len());
         let stream = if not_before <= now {
             Some(self.served_queue(&queue, priority).await?)
@@ -486,7 +485,7 @@ impl Orcastra {
                     State::Scheduled,
                     0,
                 );
-                write.states.push(scheduled);
+                write.record(scheduled);
             }
             ids.push(envelope.id);
         }
@@ -567,7 +566,7 @@ impl Orcastra {
             State::Queued,
             envelope.attempt,
         );
-        write.states.push(queued);
+        write.record(queued);
     }
 
     /// Writes within the next batch of this process's writes.

@@ -34,8 +34,9 @@ const MAX_BATCH: usize = 4096;
 pub(crate) struct Write {
     /// Entries to add, with their streams.
     pub(crate) adds: Vec<(Arc<str>, Fields)>,
-    /// States to record, after the adds.
-    pub(crate) states: SmallVec<[RunState; 1]>,
+    /// States to record, after the adds, as events (see
+    /// [`StateEvent::add`]).
+    pub(crate) states: SmallVec<[StateEvent; 1]>,
     /// Entries to acknowledge (stream, group, id), after the states.
     pub(crate) acks: SmallVec<[(Arc<str>, &'static str, StreamId); 1]>,
     /// A worker's slot, freed as this write's states start to be written
@@ -60,9 +61,14 @@ impl Write {
     /// A write of one state.
     pub(crate) fn state(state: RunState) -> Write {
         Write {
-            states: smallvec![state],
+            states: smallvec![state.into()],
             ..Write::default()
         }
+    }
+
+    /// Adds `state` to the states to record.
+    pub(crate) fn record(&mut self, state: RunState) {
+        StateEvent::add(&mut self.states, state.into());
     }
 
     /// A write of nothing, done once every write sent before it is (each
@@ -265,10 +271,10 @@ async fn add(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError
 /// Records the states of the batches' writes, in one call (consecutive ones
 /// that are the same but for the task as one event).
 async fn record(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError>> {
-    let mut events = Vec::new();
+    let mut events = SmallVec::new();
     for (write, _) in batches.iter_mut().flatten() {
-        for state in write.states.drain(..) {
-            StateEvent::add(&mut events, state);
+        for event in write.states.drain(..) {
+            StateEvent::add(&mut events, event);
         }
     }
     if events.is_empty() {
@@ -277,18 +283,19 @@ async fn record(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamEr
     // On the embedded backends the states go to the state keeper as their
     // events are written: it need not read them back.
     let note = |ids: &[StreamId], events| inner.states.wrote(events, ids);
-    let (ids, unnoted) = inner.streams.add_batch_noting(STATES, events, note).await?;
+    let (ids, unnoted) = inner
+        .streams
+        .add_batch_noting(STATES, events.into_vec(), note)
+        .await?;
     // Empty if the state keeper took them; on Redis they are here.
     if unnoted.is_empty() {
         inner.states.apply_written(&ids);
     } else {
-        let states = unnoted.into_iter().zip(ids).flat_map(|(event, id)| {
-            event.into_states().map(move |mut state| {
-                state.recorded_by(id);
-                state
-            })
+        let events = unnoted.into_iter().zip(ids).map(|(mut event, id)| {
+            event.recorded_by(id);
+            event
         });
-        inner.states.apply(states);
+        inner.states.apply(events);
     }
     Ok(())
 }

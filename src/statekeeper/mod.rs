@@ -185,51 +185,17 @@ impl RunState {
         )
     }
 
-    /// The states an event records (one per id), or none for an entry that
-    /// is not one (it is skipped, never fatal).
-    fn from_entry(entry: &Entry) -> SmallVec<[RunState; 1]> {
-        let field = |name: &str| field(&entry.fields, name);
-        let text = |name: &str| field(name).and_then(|v| std::str::from_utf8(v).ok());
-        let ids = text("id").or_else(|| text("ids")).unwrap_or_default();
-        let mut ids = ids.split(',').map(str::parse::<TaskId>);
-        let first_id = ids.next().and_then(Result::ok);
-        let first = || {
-            Some(RunState {
-                id: first_id?,
-                name: text("name")?.into(),
-                queue: text("queue").unwrap_or_default().into(),
-                state: State::parse(field("state")?)?,
-                attempt: text("attempt")?.parse().ok()?,
-                worker: text("worker").map(Name::from),
-                started_ms: text("started").and_then(|ms| ms.parse().ok()),
-                result: field("result").cloned(),
-                error: text("error").map(str::to_string),
-                progress: field("progress").cloned(),
-                updated_ms: entry.id.ms,
-                event: entry.id,
-            })
-        };
-        let Some(first) = first() else {
-            return SmallVec::new();
-        };
-        let mut states: SmallVec<[RunState; 1]> = smallvec::smallvec![first];
-        for id in ids {
-            let Ok(id) = id else {
-                return SmallVec::new();
-            };
-            states.push(RunState {
-                id,
-                ..states[0].clone()
-            });
-        }
-        states
+    /// This state, of task `id`: states kept for several tasks are one
+    /// event's, with the first task's id.
+    fn of(&self, id: TaskId) -> RunState {
+        RunState { id, ..self.clone() }
     }
 
     /// The `Running` state this end of a run stands for, if the task's
     /// state so far, `current`, is from before that run: a run that ends at
     /// its first poll is recorded by its end alone, which names when it
     /// started. Subscribers get it before the end.
-    fn implied_start(&self, current: Option<&RunState>) -> Option<RunState> {
+    fn implied_start(&self, id: TaskId, current: Option<&RunState>) -> Option<RunState> {
         let started = self.started_ms.filter(|_| self.state.ends_attempt())?;
         let before_run = current.is_none_or(|current| {
             (current.attempt, current.state.rank()) < (self.attempt, State::Running.rank())
@@ -240,7 +206,7 @@ impl RunState {
             error: None,
             progress: None,
             updated_ms: started,
-            ..self.clone()
+            ..self.of(id)
         })
     }
 }
@@ -250,32 +216,83 @@ impl RunState {
 /// one field, `ids`. Consecutive states go together: a submission's
 /// `queued` states, and the ends of tasks that one worker ran alike,
 /// starting in the same millisecond (a thousand no-op tasks are a handful
-/// of events, not two thousand).
-pub(crate) struct StateEvent(SmallVec<[RunState; 1]>);
+/// of events, not two thousand). The state is kept once, however many
+/// tasks it is of, in events and in memory.
+pub(crate) struct StateEvent {
+    /// The state, of the first task.
+    state: RunState,
+    /// The tasks after the first, in order.
+    others: Vec<TaskId>,
+}
 
 /// The most tasks one event names: its ids take about 37 KB, well within
 /// a record, however many tasks one `submit_many` has.
 const MOST_PER_EVENT: usize = 1024;
 
+impl From<RunState> for StateEvent {
+    fn from(state: RunState) -> Self {
+        StateEvent {
+            state,
+            others: Vec::new(),
+        }
+    }
+}
+
 impl StateEvent {
-    /// Adds `state` to the last of `events` if it is the same but for the
-    /// task (and names fewer than `MOST_PER_EVENT`), else as an event of
-    /// its own.
-    pub(crate) fn add(events: &mut Vec<StateEvent>, state: RunState) {
+    /// Adds `event` to the last of `events` if its state is the same but
+    /// for the task (and they name at most `MOST_PER_EVENT` together), else
+    /// as an event of its own.
+    pub(crate) fn add(events: &mut SmallVec<[StateEvent; 1]>, event: StateEvent) {
         match events.last_mut() {
-            Some(StateEvent(states))
-                if states.len() < MOST_PER_EVENT
-                    && states[0].all_but_id() == state.all_but_id() =>
+            Some(last)
+                if last.len() + event.len() <= MOST_PER_EVENT
+                    && last.state.all_but_id() == event.state.all_but_id() =>
             {
-                states.push(state)
+                last.others.push(event.state.id);
+                last.others.extend(event.others);
             }
-            _ => events.push(StateEvent(smallvec::smallvec![state])),
+            _ => events.push(event),
         }
     }
 
-    /// The states it records.
-    pub(crate) fn into_states(self) -> impl Iterator<Item = RunState> {
-        self.0.into_iter()
+    /// How many tasks it is of.
+    fn len(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// The tasks, in order.
+    fn ids(&self) -> impl Iterator<Item = TaskId> + '_ {
+        std::iter::once(self.state.id).chain(self.others.iter().copied())
+    }
+
+    /// This event as recorded with id `event`.
+    pub(crate) fn recorded_by(&mut self, event: StreamId) {
+        self.state.recorded_by(event);
+    }
+
+    /// The event an entry of the stream records, or none for an entry that
+    /// is not one (it is skipped, never fatal).
+    fn from_entry(entry: &Entry) -> Option<StateEvent> {
+        let field = |name: &str| field(&entry.fields, name);
+        let text = |name: &str| field(name).and_then(|v| std::str::from_utf8(v).ok());
+        let ids = text("id").or_else(|| text("ids"))?;
+        let mut ids = ids.split(',').map(|id| id.parse::<TaskId>().ok());
+        let state = RunState {
+            id: ids.next()??,
+            name: text("name")?.into(),
+            queue: text("queue").unwrap_or_default().into(),
+            state: State::parse(field("state")?)?,
+            attempt: text("attempt")?.parse().ok()?,
+            worker: text("worker").map(Name::from),
+            started_ms: text("started").and_then(|ms| ms.parse().ok()),
+            result: field("result").cloned(),
+            error: text("error").map(str::to_string),
+            progress: field("progress").cloned(),
+            updated_ms: entry.id.ms,
+            event: entry.id,
+        };
+        let others = ids.collect::<Option<_>>()?;
+        Some(StateEvent { state, others })
     }
 
     /// The event's field names and values, in order; the ids and the
@@ -287,18 +304,17 @@ impl StateEvent {
             attempt,
             started,
         } = text;
-        let state = &self.0[0];
-        let ids = match &self.0[..] {
-            [one] => (&b"id"[..], one.id.encode(id)),
-            several => {
-                for (i, state) in several.iter().enumerate() {
-                    if i > 0 {
-                        ids.push(b',');
-                    }
-                    ids.extend_from_slice(state.id.encode(id));
+        let state = &self.state;
+        let ids = if self.others.is_empty() {
+            (&b"id"[..], state.id.encode(id))
+        } else {
+            for (i, task) in self.ids().enumerate() {
+                if i > 0 {
+                    ids.push(b',');
                 }
-                (&b"ids"[..], &ids[..])
+                ids.extend_from_slice(task.encode(id));
             }
+            (&b"ids"[..], &ids[..])
         };
         let attempt = attempt.format(state.attempt).as_bytes();
         let started = state.started_ms.map(|ms| started.format(ms).as_bytes());
@@ -380,13 +396,12 @@ pub(crate) struct StateKeeper {
     max_finished: AtomicUsize,
     /// The last event read.
     seen: Mutex<StreamId>,
-    /// The events this process wrote, in order, each with its state (an
-    /// event of several tasks once for each) until it is applied: by the
-    /// writer once the event is durable, or by `catch_up` if it gets there
-    /// first, in its place among other processes' states. `catch_up` passes
-    /// over these events without reading them back. Only on backends where
-    /// no reader sees an event before it is here.
-    written_here: Mutex<VecDeque<(StreamId, Option<RunState>)>>,
+    /// The events this process wrote, in order, each kept until it is
+    /// applied: by the writer once the event is durable, or by `catch_up`
+    /// if it gets there first, in its place among other processes' events.
+    /// `catch_up` passes over these events without reading them back. Only
+    /// on backends where no reader sees an event before it is here.
+    written_here: Mutex<VecDeque<(StreamId, Option<StateEvent>)>>,
 }
 
 /// Whether `state` is newer than `current`, the task's state so far. A
@@ -404,7 +419,7 @@ fn supersedes(state: &RunState, current: Option<&RunState>) -> bool {
 
 /// The state held by a shard's `entry`, if any: one lookup finds a task's
 /// state and where its next one goes.
-fn occupant<'a>(entry: &'a btree_map::Entry<'_, TaskId, RunState>) -> Option<&'a RunState> {
+fn occupant<'a>(entry: &'a btree_map::Entry<'_, TaskId, Arc<RunState>>) -> Option<&'a RunState> {
     match entry {
         btree_map::Entry::Occupied(entry) => Some(entry.get()),
         btree_map::Entry::Vacant(_) => None,
@@ -412,7 +427,7 @@ fn occupant<'a>(entry: &'a btree_map::Entry<'_, TaskId, RunState>) -> Option<&'a
 }
 
 /// Puts `state` where `entry` is, replacing the state there.
-fn put(entry: btree_map::Entry<'_, TaskId, RunState>, state: RunState) {
+fn put(entry: btree_map::Entry<'_, TaskId, Arc<RunState>>, state: Arc<RunState>) {
     match entry {
         btree_map::Entry::Occupied(mut entry) => {
             entry.insert(state);
@@ -430,8 +445,9 @@ struct Shard {
     /// time: the states in use (just submitted, running, just ended, the
     /// oldest finished leaving memory) lie near the tree's two ends, which
     /// stay in the caches; a hash map spreads them over all its memory,
-    /// some tens of megabytes with the finished ones kept.
-    states: BTreeMap<TaskId, RunState>,
+    /// some tens of megabytes with the finished ones kept. The tasks of one
+    /// event share its state, whose `id` is the first task's.
+    states: BTreeMap<TaskId, Arc<RunState>>,
     /// Tasks whose states stay in memory however long ago they finished,
     /// with how many holds: one per task handle.
     held: HashMap<TaskId, usize>,
@@ -471,7 +487,11 @@ const EVENTS_BEHIND: usize = 4096;
 impl StateKeeper {
     /// The latest state of task `id`, if this process has seen it.
     pub(crate) fn get(&self, id: TaskId) -> Option<RunState> {
-        self.shard(id).lock().states.get(&id).cloned()
+        self.shard(id)
+            .lock()
+            .states
+            .get(&id)
+            .map(|state| state.of(id))
     }
 
     /// The shard that holds task `id`'s state.
@@ -598,7 +618,7 @@ impl StateKeeper {
     fn end(&self, id: TaskId) -> Option<Option<RunState>> {
         let known = self.shard(id).lock().states.get(&id).map(|state| {
             let over = state.state.is_final();
-            over.then(|| state.clone())
+            over.then(|| state.of(id))
         });
         match known {
             Some(over) => over.map(Some),
@@ -611,28 +631,33 @@ impl StateKeeper {
         }
     }
 
-    /// Takes in recorded states: the ones this process wrote as soon as
+    /// Takes in recorded events: the ones this process wrote as soon as
     /// they are written, and every one as it is read (so its own twice: the
     /// second time changes nothing and is not an event).
-    pub(crate) fn apply(&self, recorded: impl IntoIterator<Item = RunState>) {
+    pub(crate) fn apply(&self, recorded: impl IntoIterator<Item = impl Into<StateEvent>>) {
         let (mut cancellation, mut ended) = (false, Vec::new());
-        for state in recorded {
-            // Events go out under the lock: each task's in order.
-            let states = &mut self.shard(state.id).lock().states;
-            let entry = states.entry(state.id);
-            let current = occupant(&entry);
-            if supersedes(&state, current) {
-                cancellation |= state.state == State::Cancelled;
-                if state.state.is_final() {
-                    ended.push(state.id);
-                }
-                if self.events.receiver_count() > 0 {
-                    if let Some(running) = state.implied_start(current) {
-                        let _ = self.events.send(running);
+        for event in recorded {
+            let StateEvent { state, others } = event.into();
+            let shared = Arc::new(state);
+            let state = &*shared;
+            for id in std::iter::once(state.id).chain(others) {
+                // Events go out under the lock: each task's in order.
+                let states = &mut self.shard(id).lock().states;
+                let entry = states.entry(id);
+                let current = occupant(&entry);
+                if supersedes(state, current) {
+                    cancellation |= state.state == State::Cancelled;
+                    if state.state.is_final() {
+                        ended.push(id);
                     }
-                    let _ = self.events.send(state.clone());
+                    if self.events.receiver_count() > 0 {
+                        if let Some(running) = state.implied_start(id, current) {
+                            let _ = self.events.send(running);
+                        }
+                        let _ = self.events.send(state.of(id));
+                    }
+                    put(entry, Arc::clone(&shared));
                 }
-                put(entry, state);
             }
         }
         if !ended.is_empty() {
@@ -659,35 +684,36 @@ impl StateKeeper {
     /// durable and whose events are not yet (`now_ms`: the time): this
     /// process's lookups see them at once, subscribers only once their
     /// events are recorded and replace them.
-    pub(crate) fn submitted(&self, states: &[RunState], now_ms: u64) {
-        for state in states {
-            let states = &mut self.shard(state.id).lock().states;
-            let entry = states.entry(state.id);
-            let current = occupant(&entry);
-            if supersedes(state, current) {
-                let mut state = state.clone();
-                state.updated_ms = now_ms;
-                put(entry, state);
+    pub(crate) fn submitted(&self, events: &[StateEvent], now_ms: u64) {
+        for event in events {
+            let shared = Arc::new(RunState {
+                updated_ms: now_ms,
+                ..event.state.clone()
+            });
+            for id in event.ids() {
+                let states = &mut self.shard(id).lock().states;
+                let entry = states.entry(id);
+                if supersedes(&shared, occupant(&entry)) {
+                    put(entry, Arc::clone(&shared));
+                }
             }
         }
     }
 
-    /// Takes in the states of `events`, which this process wrote as the
-    /// events `ids`, before any reader can see those events.
+    /// Takes in `events`, which this process wrote as the events `ids`,
+    /// before any reader can see those events.
     pub(crate) fn wrote(&self, events: Vec<StateEvent>, ids: &[StreamId]) {
         let mut written = self.written_here.lock();
-        for (event, &id) in events.into_iter().zip(ids) {
-            for mut state in event.into_states() {
-                state.recorded_by(id);
-                written.push_back((id, Some(state)));
-            }
+        for (mut event, &id) in events.into_iter().zip(ids) {
+            event.recorded_by(id);
+            written.push_back((id, Some(event)));
         }
-        while written.len() > WRITTEN_HERE && written.front().is_some_and(|(_, s)| s.is_none()) {
+        while written.len() > WRITTEN_HERE && written.front().is_some_and(|(_, e)| e.is_none()) {
             written.pop_front();
         }
     }
 
-    /// Applies the states written as the events `ids` (now durable) that
+    /// Applies the events `ids` this process wrote (now durable) that
     /// `catch_up` has not applied yet.
     pub(crate) fn apply_written(&self, ids: &[StreamId]) {
         let Some(&first) = ids.first() else {
@@ -695,14 +721,14 @@ impl StateKeeper {
         };
         let mut written = self.written_here.lock();
         let from = written.partition_point(|(id, _)| *id < first);
-        let mut states = Vec::with_capacity(written.len() - from);
-        states.extend(
+        let mut events = Vec::with_capacity(written.len() - from);
+        events.extend(
             written
                 .range_mut(from..)
-                .filter_map(|(_, state)| state.take()),
+                .filter_map(|(_, event)| event.take()),
         );
         drop(written);
-        self.apply(states);
+        self.apply(events);
     }
 
     /// Reads the state events recorded since the last call, waiting up to
@@ -721,12 +747,12 @@ impl StateKeeper {
         let mut skip = |id: StreamId| {
             let mut written = self.written_here.lock();
             // Events before `id` that were never read (trimmed) are passed
-            // too; an event of several tasks is there once for each.
+            // too.
             let mut ours_here = false;
             while written.front().is_some_and(|&(event, _)| event <= id) {
-                let (event, state) = written.pop_front().expect("a front");
-                ours.extend(state);
-                ours_here |= event == id;
+                let (written_as, event) = written.pop_front().expect("a front");
+                ours.extend(event);
+                ours_here |= written_as == id;
             }
             if ours_here {
                 passed += 1;
@@ -747,15 +773,16 @@ impl StateKeeper {
                 read.into_iter().flat_map(|(_, entries)| entries).collect()
             }
         };
-        let mut states: Vec<RunState> = entries.iter().flat_map(RunState::from_entry).collect();
+        let mut events: Vec<StateEvent> =
+            entries.iter().filter_map(StateEvent::from_entry).collect();
         if let Some(last) = entries.last().map(|entry| entry.id).max(passed_to) {
             *self.seen.lock() = last;
         }
         if !ours.is_empty() {
-            states.append(&mut ours);
-            states.sort_by_key(|state| state.event);
+            events.append(&mut ours);
+            events.sort_by_key(|event| event.state.event);
         }
-        self.apply(states);
+        self.apply(events);
         Ok(entries.len() + passed)
     }
 }
@@ -953,7 +980,7 @@ mod tests {
         state.progress = Some(Bytes::from_static(b"0.5"));
         let event = StreamId::new(7, 3);
         let mut encoder = Encoder::default();
-        let recorded = StateEvent(smallvec::smallvec![state.clone()]);
+        let recorded = StateEvent::from(state.clone());
         recorded.encode(event, 7, &mut encoder);
         let records = encoder.records();
         let record = crate::record::Record::decode(Bytes::copy_from_slice(records[0])).unwrap();
@@ -985,7 +1012,8 @@ mod tests {
             fields: record.fields,
         };
         state.recorded_by(event);
-        assert_eq!(RunState::from_entry(&entry)[..], [state]);
+        let read = StateEvent::from_entry(&entry).unwrap();
+        assert_eq!((read.state, read.others), (state, vec![]));
     }
 
     #[test]
@@ -1009,23 +1037,39 @@ mod tests {
             ended(ids[2], 5),
             ended(ids[0], 6),
         ];
-        let mut events = Vec::new();
+        let mut events = SmallVec::new();
         for state in states.clone() {
-            StateEvent::add(&mut events, state);
+            StateEvent::add(&mut events, state.into());
         }
-        let tasks: Vec<usize> = events.iter().map(|event| event.0.len()).collect();
+        let tasks: Vec<usize> = events.iter().map(StateEvent::len).collect();
         assert_eq!(
             tasks,
             [3, 1, 1, 2, 1],
             "consecutive states that differ in the task alone"
         );
         // A large submission's states: events of a bounded size.
-        let mut large = Vec::new();
+        let mut large = SmallVec::new();
         for _ in 0..2 * MOST_PER_EVENT + 1 {
-            StateEvent::add(&mut large, queued(TaskId::new()));
+            StateEvent::add(&mut large, queued(TaskId::new()).into());
         }
-        let tasks: Vec<usize> = large.iter().map(|event| event.0.len()).collect();
+        let tasks: Vec<usize> = large.iter().map(StateEvent::len).collect();
         assert_eq!(tasks, [MOST_PER_EVENT, MOST_PER_EVENT, 1]);
+        // Events of several tasks go together, in order, as long as they
+        // fit.
+        let two = |a, b| {
+            let mut events = SmallVec::new();
+            StateEvent::add(&mut events, queued(a).into());
+            StateEvent::add(&mut events, queued(b).into());
+            events.pop().expect("one event")
+        };
+        let mut joined = SmallVec::new();
+        StateEvent::add(&mut joined, two(ids[0], ids[1]));
+        StateEvent::add(&mut joined, two(ids[2], ids[0]));
+        StateEvent::add(&mut joined, large.swap_remove(1));
+        let tasks: Vec<usize> = joined.iter().map(StateEvent::len).collect();
+        assert_eq!(tasks, [4, MOST_PER_EVENT]);
+        let order: Vec<TaskId> = joined[0].ids().collect();
+        assert_eq!(order, [ids[0], ids[1], ids[2], ids[0]]);
         let mut encoder = Encoder::default();
         large[0].encode(StreamId::new(1, 0), 1, &mut encoder);
         assert!(encoder.records()[0].len() < 64 << 10);
@@ -1042,12 +1086,11 @@ mod tests {
         assert_eq!(field(&fields, "ids").unwrap(), listed.as_str());
         #[cfg(feature = "redis")]
         assert_eq!(events[0].to_fields(), fields);
-        let read = RunState::from_entry(&Entry { id: event, fields });
-        let expected = states[..3].iter().cloned().map(|mut state| {
-            state.recorded_by(event);
-            state
-        });
-        assert_eq!(read.into_vec(), expected.collect::<Vec<_>>());
+        let read = StateEvent::from_entry(&Entry { id: event, fields }).unwrap();
+        let mut expected = states[0].clone();
+        expected.recorded_by(event);
+        assert_eq!(read.state, expected);
+        assert_eq!(read.ids().collect::<Vec<_>>(), ids);
     }
 
     #[test]
@@ -1071,7 +1114,8 @@ mod tests {
                 id: StreamId::new(1, 0),
                 fields: fields.iter().map(|(n, v)| (bytes(n), bytes(v))).collect(),
             };
-            assert_eq!(RunState::from_entry(&entry).len(), tasks, "{ids:?}");
+            let read = StateEvent::from_entry(&entry);
+            assert_eq!(read.map_or(0, |event| event.len()), tasks, "{ids:?}");
         }
     }
 

@@ -854,7 +854,7 @@ impl Shared {
             // Another worker runs it now.
             Outcome::Released => return,
         }
-        write.states.push(end);
+        write.record(end);
         self.finish(&stream, id, write, slot);
     }
 
@@ -883,7 +883,7 @@ impl Shared {
             );
             dead.worker = Some(self.name.clone());
             dead.error = Some(reason);
-            write.states.push(dead);
+            write.record(dead);
         }
         self.finish(stream, id, write, slot);
     }
