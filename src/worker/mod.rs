@@ -33,7 +33,7 @@ use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -366,9 +366,10 @@ struct Fetched {
 /// A fetched task and the slot it holds, for a runner.
 type Job = (Fetched, OwnedSemaphorePermit);
 
-/// The jobs, for whichever runner is free: one waits on the channel while
-/// the others wait for the lock.
-type Jobs = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>;
+/// The jobs, for whichever runner is free: each job wakes one waiting
+/// runner, so the jobs of one fetch run side by side on every thread (a
+/// lock handed from runner to runner woke them one after another).
+type Jobs = async_channel::Receiver<Job>;
 
 /// How long one fetch waits for a task before checking for a stop.
 const FETCH_BLOCK: Duration = Duration::from_millis(250);
@@ -379,8 +380,7 @@ impl Shared {
     /// never the end of the loop.
     async fn fetch_loop(self: Arc<Self>, mut schedule: Schedule, stop: CancellationToken) {
         // Dropped when the loop ends: the runners end after their last job.
-        let (jobs, waiting) = mpsc::unbounded_channel();
-        let waiting: Jobs = Arc::new(tokio::sync::Mutex::new(waiting));
+        let (jobs, waiting) = async_channel::unbounded();
         let mut failures = 0u32;
         let mut cursors: HashMap<Arc<str>, StreamId> = HashMap::new();
         let mut next_reclaim = Instant::now();
@@ -436,9 +436,9 @@ impl Shared {
                 let in_use = self.concurrency - self.slots.available_permits();
                 if self.runners.load(Ordering::Relaxed) < in_use {
                     self.runners.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(Arc::clone(&self).runner(Arc::clone(&waiting)));
+                    tokio::spawn(Arc::clone(&self).runner(waiting.clone()));
                 }
-                let _ = jobs.send((task, permit));
+                let _ = jobs.try_send((task, permit));
             }
             self.release(surplus).await;
         }
@@ -458,8 +458,7 @@ impl Shared {
         }
         let _counted = Counted(&self.runners);
         loop {
-            let job = jobs.lock().await.recv().await;
-            let Some((task, slot)) = job else {
+            let Ok((task, slot)) = jobs.recv().await else {
                 return;
             };
             self.process(task, slot).await;
