@@ -25,7 +25,6 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ use bytes::Bytes;
 use foldhash::{HashMap, HashMapExt};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -237,7 +236,7 @@ impl WorkerBuilder {
             concurrency: self.concurrency,
             lease: self.lease,
             in_flight: Mutex::new(HashMap::new()),
-            runners: AtomicUsize::new(0),
+            idle: Mutex::new(Some(Vec::new())),
             release: CancellationToken::new(),
         });
         let fetch = tokio::spawn(Arc::clone(&shared).fetch_loop(schedule, stop.clone()));
@@ -347,8 +346,9 @@ struct Shared {
     concurrency: usize,
     lease: Duration,
     in_flight: Mutex<HashMap<(Arc<str>, StreamId), InFlight>>,
-    /// The Tokio tasks that run fetched tasks, one after another.
-    runners: AtomicUsize,
+    /// The runners waiting for a job, the latest last; `None` once the
+    /// fetch loop ended.
+    idle: Mutex<Option<Vec<Arc<Mailbox>>>>,
     /// Cancelled to abandon every run in flight without recording its end:
     /// their tasks are released to other workers.
     release: CancellationToken,
@@ -366,10 +366,35 @@ struct Fetched {
 /// A fetched task and the slot it holds, for a runner.
 type Job = (Fetched, OwnedSemaphorePermit);
 
-/// The jobs, for whichever runner is free: each job wakes one waiting
+/// Where a waiting runner gets its next job: each job wakes its own
 /// runner, so the jobs of one fetch run side by side on every thread (a
-/// lock handed from runner to runner woke them one after another).
-type Jobs = async_channel::Receiver<Job>;
+/// lock handed from runner to runner woke them one after another; a
+/// channel all runners wait on cost a tenth of the CPU in its list of
+/// waiters).
+#[derive(Default)]
+struct Mailbox {
+    job: Mutex<Option<Job>>,
+    arrived: Notify,
+}
+
+impl Mailbox {
+    fn give(&self, job: Job) {
+        *self.job.lock() = Some(job);
+        self.arrived.notify_one();
+    }
+}
+
+/// Ends the waiting runners when the fetch loop ends, however it ends;
+/// the others end after their job.
+struct Closing<'a>(&'a Shared);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        for mailbox in self.0.idle.lock().take().into_iter().flatten() {
+            mailbox.arrived.notify_one();
+        }
+    }
+}
 
 /// How long one fetch waits for a task before checking for a stop.
 const FETCH_BLOCK: Duration = Duration::from_millis(250);
@@ -379,8 +404,7 @@ impl Shared {
     /// and runs each; backend errors are logged and retried with backoff,
     /// never the end of the loop.
     async fn fetch_loop(self: Arc<Self>, mut schedule: Schedule, stop: CancellationToken) {
-        // Dropped when the loop ends: the runners end after their last job.
-        let (jobs, waiting) = async_channel::unbounded();
+        let _closing = Closing(&self);
         let mut failures = 0u32;
         let mut cursors: HashMap<Arc<str>, StreamId> = HashMap::new();
         let mut next_reclaim = Instant::now();
@@ -431,37 +455,40 @@ impl Shared {
                         }
                     },
                 };
-                // At least one runner per slot in use, so no job waits for
-                // a runner.
-                let in_use = self.concurrency - self.slots.available_permits();
-                if self.runners.load(Ordering::Relaxed) < in_use {
-                    self.runners.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(Arc::clone(&self).runner(waiting.clone()));
+                // A new runner only if none waits: at most one per slot,
+                // and one per run ending.
+                let idle = self.idle.lock().as_mut().and_then(Vec::pop);
+                match idle {
+                    Some(mailbox) => mailbox.give((task, permit)),
+                    None => {
+                        tokio::spawn(Arc::clone(&self).runner((task, permit)));
+                    }
                 }
-                let _ = jobs.try_send((task, permit));
             }
             self.release(surplus).await;
         }
     }
 
-    /// Runs jobs one after another until the fetch loop ends. Started as
-    /// slots are first used, and kept: a Tokio task spawned per run would
-    /// allocate and free its large future each time (with glibc, under an
-    /// arena lock the threads contend for).
-    async fn runner(self: Arc<Self>, jobs: Jobs) {
-        /// Counts the runner out however it ends, a panic included.
-        struct Counted<'a>(&'a AtomicUsize);
-        impl Drop for Counted<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        let _counted = Counted(&self.runners);
+    /// Runs `first`, then each job given to it while it waits, until the
+    /// fetch loop ends. Started when no runner waits, and kept: a Tokio task
+    /// spawned per run would allocate and free its large future each time
+    /// (with glibc, under an arena lock the threads contend for).
+    async fn runner(self: Arc<Self>, first: Job) {
+        let mailbox = Arc::new(Mailbox::default());
+        let mut job = first;
         loop {
-            let Ok((task, slot)) = jobs.recv().await else {
+            let (task, slot) = job;
+            self.process(task, slot).await;
+            match self.idle.lock().as_mut() {
+                Some(idle) => idle.push(Arc::clone(&mailbox)),
+                None => return,
+            }
+            // Woken with a job, or with none once the fetch loop ended.
+            mailbox.arrived.notified().await;
+            let Some(next) = mailbox.job.lock().take() else {
                 return;
             };
-            self.process(task, slot).await;
+            job = next;
         }
     }
 
