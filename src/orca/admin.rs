@@ -3,6 +3,8 @@
 //! and look at, requeue or drop dead letters. The HTTP API and the CLI are
 //! built on these.
 
+use bytes::Bytes;
+
 use super::{
     Error, MAX_PRIORITY, Orcastra, SubmitOptions, WORKERS, Write, dead_stream, queue_stream,
 };
@@ -90,7 +92,7 @@ impl Orcastra {
                 name.into(),
                 queue.into(),
                 0,
-                vec![args.to_vec()],
+                vec![Bytes::copy_from_slice(args)],
                 options,
                 false,
             )

@@ -21,7 +21,7 @@ use crate::record::StreamId;
 use crate::record::layout::MAX_LIST;
 use crate::statekeeper::{RunState, State, StateKeeper};
 use crate::streams::{Backend, Clock, GroupStart, StreamError, Streams, SystemClock};
-use crate::task::{ArgsError, Backoff, Envelope, Name, Task, TaskId, encode_args};
+use crate::task::{ArgsError, Backoff, Envelope, Name, Task, TaskId, encode_args_into};
 use crate::timekeeper;
 use crate::worker::WorkerBuilder;
 
@@ -395,16 +395,24 @@ impl Orcastra {
         options: SubmitOptions,
     ) -> Result<Vec<TaskHandle<T::Output>>, Error> {
         let defaults = task.options();
-        let args = args
-            .into_iter()
-            .map(|args| encode_args::<T>(&args))
-            .collect::<Result<Vec<_>, _>>()?;
+        // One buffer holds every task's arguments, each a slice of it: one
+        // allocation per submission, not two per task.
+        let (mut json, mut ends) = (Vec::new(), Vec::new());
+        for args in args {
+            encode_args_into::<T>(&args, &mut json)?;
+            ends.push(json.len());
+        }
+        let json = Bytes::from(json);
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        let args = starts
+            .zip(&ends)
+            .map(|(start, &end)| json.slice(start..end));
         let ids = self
             .submit_encoded(
                 Name::from_static(T::NAME),
                 Name::from_static(defaults.queue),
                 defaults.priority,
-                args,
+                args.collect(),
                 options,
                 true,
             )
@@ -421,7 +429,7 @@ impl Orcastra {
         name: Name,
         queue: Name,
         default_priority: u8,
-        args: Vec<Vec<u8>>,
+        args: Vec<Bytes>,
         options: SubmitOptions,
         hold: bool,
     ) -> Result<Vec<TaskId>, Error> {
@@ -434,7 +442,7 @@ impl Orcastra {
         if priority > MAX_PRIORITY {
             return Err(Error::Priority(priority));
         }
-        if let Some(size) = args.iter().map(Vec::len).find(|&size| size >= MAX_LIST) {
+        if let Some(size) = args.iter().map(Bytes::len).find(|&size| size >= MAX_LIST) {
             return Err(Error::Submission {
                 name: name.to_string(),
                 reason: format!("arguments of {size} bytes; an envelope holds less than 512 MiB"),
@@ -717,7 +725,7 @@ mod tests {
         let args = vec![b' '; MAX_LIST];
         let options = SubmitOptions::default();
         let refused = orca
-            .submit_encoded("t".into(), "q".into(), 0, vec![args], options, false)
+            .submit_encoded("t".into(), "q".into(), 0, vec![args.into()], options, false)
             .await;
         assert!(
             matches!(refused, Err(Error::Submission { .. })),

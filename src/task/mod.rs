@@ -366,7 +366,17 @@ pub struct ArgsError {
 /// # }
 /// ```
 pub fn encode_args<T: Task>(args: &T::Args) -> Result<Vec<u8>, ArgsError> {
-    serde_json::to_vec(args).map_err(|e| ArgsError {
+    let mut json = Vec::new();
+    encode_args_into::<T>(args, &mut json)?;
+    Ok(json)
+}
+
+/// [`encode_args`], appended to `out`.
+pub(crate) fn encode_args_into<T: Task>(
+    args: &T::Args,
+    out: &mut Vec<u8>,
+) -> Result<(), ArgsError> {
+    serde_json::to_writer(out, args).map_err(|e| ArgsError {
         task: T::NAME,
         reason: e.to_string(),
     })
