@@ -177,10 +177,21 @@ impl Incoming {
     async fn receive(&mut self, batches: &mut Vec<Batch>) -> bool {
         match self {
             Incoming::Writes(writes) => {
-                let mut batch = Vec::new();
-                let received = writes.recv_many(&mut batch, MAX_BATCH).await;
+                let Some(first) = writes.recv().await else {
+                    return false;
+                };
+                // Sized to all that waits: a batch grown as it fills copied
+                // its large writes over and over.
+                let mut batch = Vec::with_capacity(1 + writes.len().min(MAX_BATCH - 1));
+                batch.push(first);
+                while batch.len() < batch.capacity() {
+                    match writes.try_recv() {
+                        Ok(write) => batch.push(write),
+                        Err(_) => break,
+                    }
+                }
                 batches.push(batch);
-                received > 0
+                true
             }
             Incoming::Batches(incoming) => incoming.recv_many(batches, MAX_BATCH).await > 0,
         }

@@ -565,12 +565,10 @@ impl StateKeeper {
                 continue;
             }
             // Not if it was revived since (a dead task requeued).
-            if shard
-                .states
-                .get(&id)
-                .is_some_and(|state| state.state.is_final())
+            if let btree_map::Entry::Occupied(entry) = shard.states.entry(id)
+                && entry.get().state.is_final()
             {
-                shard.states.remove(&id);
+                entry.remove();
                 let submitted = id.submitted_ms().unwrap_or(0);
                 self.forgotten_before
                     .fetch_max(submitted.saturating_add(1), Ordering::Relaxed);

@@ -233,7 +233,10 @@ impl<L: Log> Stream<L> {
     ) -> Result<Vec<(u64, Entry)>, StreamError> {
         let end = self.end();
         let mut at = from.max(state.meta.first_offset);
-        let mut found = Vec::new();
+        // Room for one read's worth at once: a worker's fetch of a
+        // thousand tasks grown entry by entry copied them ten times.
+        let left = usize::try_from(end.saturating_sub(at)).unwrap_or(usize::MAX);
+        let mut found = Vec::with_capacity(count.min(left).min(SCAN_BATCH));
         let mut skipped = 0;
         let mut last_read = None;
         'scan: while at < end && found.len() + skipped < count {
