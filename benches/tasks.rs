@@ -380,10 +380,12 @@ async fn backlog_ratio(dir: &str) -> (f64, f64) {
 }
 
 /// The sustained rate of a worker of concurrency 64 while `backlog` tasks
-/// wait ahead of each new one: `backlog` are queued before it starts, and
-/// one producer submits a chunk whenever a chunk of the oldest has
-/// finished, so the queue stays that long and both runs do the same work
-/// per task (submit, run, await). Timed after a warm-up, over `MEASURED`.
+/// wait ahead of each new one: `backlog` and one chunk more are queued
+/// before it starts, and one producer submits a chunk whenever a chunk of
+/// the oldest has finished, so `backlog` tasks are left while it submits
+/// (the queue never runs dry, not even with a small backlog) and both runs
+/// do the same work per task (submit, run, await). Timed after a warm-up,
+/// over `MEASURED`.
 async fn rate_with_backlog(orca: &Orcastra, backlog: usize) -> f64 {
     const CHUNK: usize = 1 << 10;
     const WARM_UP: usize = 20 * CHUNK;
@@ -395,8 +397,8 @@ async fn rate_with_backlog(orca: &Orcastra, backlog: usize) -> f64 {
             SubmitOptions::default(),
         )
     };
-    let mut queued = VecDeque::with_capacity(backlog / CHUNK);
-    for _ in 0..backlog / CHUNK {
+    let mut queued = VecDeque::with_capacity(backlog / CHUNK + 1);
+    for _ in 0..backlog / CHUNK + 1 {
         queued.push_back(submit().await.unwrap());
     }
     let worker = orca
