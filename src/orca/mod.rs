@@ -397,16 +397,14 @@ impl Orcastra {
         let defaults = task.options();
         // One buffer holds every task's arguments, each a slice of it: one
         // allocation per submission, not two per task.
-        let (mut json, mut ends) = (Vec::new(), Vec::new());
+        let (mut json, mut spans) = (Vec::new(), Vec::new());
         for args in args {
+            let start = json.len();
             encode_args_into::<T>(&args, &mut json)?;
-            ends.push(json.len());
+            spans.push(start..json.len());
         }
         let json = Bytes::from(json);
-        let starts = std::iter::once(0).chain(ends.iter().copied());
-        let args = starts
-            .zip(&ends)
-            .map(|(start, &end)| json.slice(start..end));
+        let args = spans.into_iter().map(|span| json.slice(span));
         let ids = self
             .submit_encoded(
                 Name::from_static(T::NAME),

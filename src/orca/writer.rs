@@ -182,9 +182,10 @@ impl Incoming {
                 };
                 // Sized to all that waits: a batch grown as it fills copied
                 // its large writes over and over.
-                let mut batch = Vec::with_capacity(1 + writes.len().min(MAX_BATCH - 1));
+                let most = 1 + writes.len().min(MAX_BATCH - 1);
+                let mut batch = Vec::with_capacity(most);
                 batch.push(first);
-                while batch.len() < batch.capacity() {
+                while batch.len() < most {
                     match writes.try_recv() {
                         Ok(write) => batch.push(write),
                         Err(_) => break,

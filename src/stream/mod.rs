@@ -234,7 +234,8 @@ impl<L: Log> Stream<L> {
         let end = self.end();
         let mut at = from.max(state.meta.first_offset);
         // Room for one read's worth at once: a worker's fetch of a
-        // thousand tasks grown entry by entry copied them ten times.
+        // thousand tasks, grown entry by entry, was reallocated eight
+        // times.
         let left = usize::try_from(end.saturating_sub(at)).unwrap_or(usize::MAX);
         let mut found = Vec::with_capacity(count.min(left).min(SCAN_BATCH));
         let mut skipped = 0;
