@@ -11,7 +11,7 @@
 //!   more, over all the iterations of a sample at once (`window`: no pause
 //!   while one iteration's last tasks run and the next's are encoded);
 //! - submit-to-start latency at light load (one task at a time) and how
-//!   late delayed tasks start, as percentiles;
+//!   late delayed tasks start, as percentiles, with the fsyncs meanwhile;
 //! - the sustained rate with 1 k and with 1 M tasks queued ahead;
 //! - `floor/segment_never`: the engine's share, the records no-op tasks
 //!   write at best (each its queue entry, the group's delivery and
@@ -214,12 +214,20 @@ fn main() {
     println!();
     println!("## Latency at light load (µs; worker concurrency 64)");
     println!();
-    println!("| backend | submit→start p50 | p99 | delayed: late by p50 | p99 | max |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| backend | submit→start p50 | p99 | fsync p50 (ms) | delayed: late by p50 | p99 | max | slowest fsync meanwhile (ms) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (name, l) in &latencies {
         println!(
-            "| {name} | {} | {} | {} | {} | {} |",
-            l.start[0], l.start[1], l.late[0], l.late[1], l.late[2]
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            l.start[0],
+            l.start[1],
+            bucket_ms(l.fsync_p50),
+            l.late[0],
+            l.late[1],
+            l.late[2],
+            bucket_ms(l.slowest_fsync)
         );
     }
     println!();
@@ -306,10 +314,45 @@ async fn await_all(handles: Vec<TaskHandle<()>>) {
 }
 
 /// Microseconds: submit→start p50 and p99; delayed tasks' lateness p50,
-/// p99 and max.
+/// p99 and max. And the fsyncs meanwhile, as the bounds of their latency
+/// buckets (`None` without fsyncs): the median over submit→start, since a
+/// task starts after its queue entry's fsync under `batch`; the slowest
+/// while delayed tasks waited, since each waits for its move to the queue
+/// to be durable.
 struct Latency {
     start: [u64; 2],
     late: [u64; 3],
+    fsync_p50: Option<f64>,
+    slowest_fsync: Option<f64>,
+}
+
+/// How many fsyncs of this process fell in each latency bucket so far.
+fn fsyncs() -> Vec<(f64, u64)> {
+    orcastra::log::FsyncLatency::get().buckets()
+}
+
+/// The bound of the bucket that holds quantile `q` of the fsyncs since
+/// `before`.
+fn fsync_quantile(before: &[(f64, u64)], q: f64) -> Option<f64> {
+    let since: Vec<(f64, u64)> = (fsyncs().into_iter().zip(before))
+        .map(|((bound, now), (_, then))| (bound, now - then))
+        .collect();
+    let total: u64 = since.iter().map(|&(_, n)| n).sum();
+    let rank = (total as f64 * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    since.into_iter().find_map(|(bound, n)| {
+        seen += n;
+        (total > 0 && seen >= rank).then_some(bound)
+    })
+}
+
+/// A bucket bound in milliseconds, as a table shows it.
+fn bucket_ms(bound: Option<f64>) -> String {
+    match bound {
+        None => "–".into(),
+        Some(seconds) if seconds.is_infinite() => "> 1000".into(),
+        Some(seconds) => format!("≤ {}", (seconds * 100_000.0).round() / 100.0),
+    }
 }
 
 const SAMPLES: usize = 2000;
@@ -324,6 +367,7 @@ async fn latency(orca: &Orcastra) -> Latency {
         .await
         .unwrap();
     DELAYS.lock().unwrap().clear();
+    let before = fsyncs();
     for _ in 0..SAMPLES {
         let started = STARTED.load(Ordering::SeqCst);
         let handle = stamp::submit(orca, now_ns()).await.unwrap();
@@ -331,7 +375,9 @@ async fn latency(orca: &Orcastra) -> Latency {
         assert_eq!(STARTED.load(Ordering::SeqCst), started + 1);
     }
     let start = percentiles(&mut DELAYS.lock().unwrap(), &[0.5, 0.99]);
+    let fsync_p50 = fsync_quantile(&before, 0.5);
     DELAYS.lock().unwrap().clear();
+    let before = fsyncs();
     let delay = Duration::from_millis(20);
     for _ in 0..DELAYED_SAMPLES {
         let due = now_ns() + delay.as_nanos() as u64;
@@ -350,6 +396,8 @@ async fn latency(orca: &Orcastra) -> Latency {
     Latency {
         start: [start[0], start[1]],
         late: [late[0], late[1], late[2]],
+        fsync_p50,
+        slowest_fsync: fsync_quantile(&before, 1.0),
     }
 }
 
