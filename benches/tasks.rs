@@ -337,11 +337,14 @@ fn fsync_quantile(before: &[(f64, u64)], q: f64) -> Option<f64> {
         .map(|((bound, now), (_, then))| (bound, now - then))
         .collect();
     let total: u64 = since.iter().map(|&(_, n)| n).sum();
+    if total == 0 {
+        return None;
+    }
     let rank = (total as f64 * q).ceil().max(1.0) as u64;
     let mut seen = 0;
     since.into_iter().find_map(|(bound, n)| {
         seen += n;
-        (total > 0 && seen >= rank).then_some(bound)
+        (seen >= rank).then_some(bound)
     })
 }
 
