@@ -65,8 +65,8 @@ pub(crate) struct Stream<L: Log> {
     old_entries: Removal,
     snapshot_bytes: u64,
     retention: Retention,
-    /// Wakes the readers blocked on this stream (the engine notifies it
-    /// once entries become visible or a group goes), and only them.
+    /// Wakes the readers blocked on this stream when a group goes or the
+    /// stream is deleted; new entries wake them through `new_entries`.
     pub(crate) changed: Notify,
     /// The id and offset of the last entry a forward scan read. Offsets
     /// never move and ids only grow, so it stays true.
@@ -149,6 +149,20 @@ impl<L: Log> Stream<L> {
             }
         }
         Ok(())
+    }
+
+    /// Resolves once entries past those visible now become visible. The
+    /// log itself wakes it, so that under an fsync policy that waits a
+    /// blocked reader wakes when the fsync ends, not only once the appender
+    /// has been scheduled and could tell it. Never resolves on a poisoned
+    /// log, which takes no more entries.
+    pub(crate) fn new_entries(&self) -> impl Future<Output = ()> + Send + '_ {
+        let end = Offset(self.end());
+        async move {
+            if self.entries.wait_for(end).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The offset after the last visible entry.

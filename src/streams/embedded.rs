@@ -12,7 +12,6 @@ use std::time::Duration;
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio::sync::futures::Notified;
 
 use super::{
     AddOptions, AutoClaim, AutoClaimed, Bound, ClaimOptions, Clock, ConsumerInfo, Entry, Fields,
@@ -319,11 +318,9 @@ impl<S: LogStore> Embedded<S> {
             return Ok(Vec::new());
         }
         let target = self.stream(stream, true)?.expect("create makes the stream");
-        let ids = target
+        target
             .append(entries, super::AddId::Auto, &*self.clock, note)
-            .await?;
-        target.changed.notify_waiters();
-        Ok(ids)
+            .await
     }
 
     /// The entries of `stream` after `after`, like XREAD, without
@@ -380,7 +377,7 @@ impl<S: LogStore> Embedded<S> {
                 targets.push(self.stream(name, false)?);
             }
             if deadline.is_some() {
-                changes.extend(targets.iter().flatten().map(|t| listen(&t.changed)));
+                changes.extend(targets.iter().flatten().flat_map(|t| listen_to(t)));
             }
             let mut reply = Vec::new();
             let mut skipped = false;
@@ -515,17 +512,26 @@ impl<S: LogStore> Embedded<S> {
     }
 }
 
+/// Something a blocked reader waits for.
+type Change<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// A wake-up from `notify`, counted from now on.
-fn listen(notify: &Notify) -> Pin<Box<Notified<'_>>> {
+fn listen(notify: &Notify) -> Change<'_> {
     let mut notified = Box::pin(notify.notified());
     notified.as_mut().enable();
     notified
 }
 
+/// The wake-ups of a reader blocked on `stream`, counted from now on:
+/// new entries visible, a group gone, the stream deleted.
+fn listen_to<L: Log>(stream: &Stream<L>) -> [Change<'_>; 2] {
+    [Box::pin(stream.new_entries()), listen(&stream.changed)]
+}
+
 /// Waits for one of `changes` (an entry, a destroyed group, a stream
 /// opening) or the deadline. Returns false once the deadline has passed.
 async fn wait_for_change(
-    mut changes: Vec<Pin<Box<Notified<'_>>>>,
+    mut changes: Vec<Change<'_>>,
     deadline: Option<tokio::time::Instant>,
 ) -> bool {
     let any = std::future::poll_fn(|cx| {
@@ -574,7 +580,6 @@ impl<S: LogStore> Streams for Embedded<S> {
             return Ok(None);
         };
         let id = target.add(fields, options.id, &*self.clock).await?;
-        target.changed.notify_waiters();
         if let Some(trim) = options.trim {
             target.trim(trim).await?;
         }
@@ -746,7 +751,7 @@ impl<S: LogStore> Streams for Embedded<S> {
         };
         loop {
             let changes = match deadline {
-                Some(_) => targets.iter().map(|(_, _, t)| listen(&t.changed)).collect(),
+                Some(_) => targets.iter().flat_map(|(_, _, t)| listen_to(t)).collect(),
                 None => Vec::new(),
             };
             // A stream deleted since it was found fails a read that would
