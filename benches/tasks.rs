@@ -11,7 +11,9 @@
 //!   more, over all the iterations of a sample at once (`window`: no pause
 //!   while one iteration's last tasks run and the next's are encoded);
 //! - submit-to-start latency at light load (one task at a time) and how
-//!   late delayed tasks start, as percentiles, with the fsyncs meanwhile;
+//!   late delayed tasks start, as percentiles, with the fsyncs meanwhile,
+//!   and the disk's own latency for small durable writes with nothing else
+//!   running;
 //! - the sustained rate with 1 k and with 1 M tasks queued ahead;
 //! - `floor/segment_never`: the engine's share, the records no-op tasks
 //!   write at best (each its queue entry, the group's delivery and
@@ -171,6 +173,7 @@ fn main() {
             latencies.push((backend.name, rt.block_on(latency(&orca))));
         }
     }
+    let disk = (!quick).then(|| bare_disk(&temp.path().join("bare")));
     let backlog = (!quick).then(|| rt.block_on(backlog_ratio(&dir("backlog"))));
     c.final_summary();
 
@@ -208,7 +211,7 @@ fn main() {
             tasks / floor
         );
     }
-    let Some(backlog) = backlog else {
+    let (Some(backlog), Some(disk)) = (backlog, disk) else {
         return;
     };
     println!();
@@ -230,6 +233,13 @@ fn main() {
             bucket_ms(l.slowest_fsync)
         );
     }
+    println!();
+    println!(
+        "The disk alone, nothing else running: a {BARE_BYTES}-byte write and `fdatasync` every \
+         {BARE_PAUSE:?} for {BARE_TIME:?} in a file next to the logs: p50 {:.2} ms, p99 {:.2} ms, \
+         max {:.1} ms",
+        disk[0], disk[1], disk[2]
+    );
     println!();
     println!("## Backlog (segment never, concurrency 64, {BACKLOG_PAIRS} pairs of runs)");
     println!();
@@ -355,6 +365,35 @@ fn bucket_ms(bound: Option<f64>) -> String {
         Some(seconds) if seconds.is_infinite() => "> 1000".into(),
         Some(seconds) => format!("≤ {}", (seconds * 100_000.0).round() / 100.0),
     }
+}
+
+const BARE_BYTES: usize = 100;
+const BARE_PAUSE: Duration = Duration::from_millis(2);
+const BARE_TIME: Duration = Duration::from_secs(10);
+
+/// Milliseconds at p50, p99 and max of small writes made durable one at a
+/// time in a file of its own, its blocks written ahead as a segment's are:
+/// how long the disk itself takes, to tell its stalls from the queue's.
+fn bare_disk(path: &std::path::Path) -> [f64; 3] {
+    use std::os::unix::fs::FileExt;
+    const SIZE: usize = 1 << 20;
+    let file = std::fs::File::create(path).unwrap();
+    file.write_all_at(&vec![0; SIZE], 0).unwrap();
+    file.sync_all().unwrap();
+    let mut nanos = Vec::new();
+    let end = Instant::now() + BARE_TIME;
+    for at in (0..).map(|i| (i * BARE_BYTES) % (SIZE - BARE_BYTES)) {
+        if Instant::now() >= end {
+            break;
+        }
+        file.write_all_at(&[1; BARE_BYTES], at as u64).unwrap();
+        let started = Instant::now();
+        file.sync_data().unwrap();
+        nanos.push(started.elapsed().as_nanos() as u64);
+        std::thread::sleep(BARE_PAUSE);
+    }
+    let quantiles = percentiles(&mut nanos, &[0.5, 0.99, 1.0]);
+    std::array::from_fn(|i| quantiles[i] as f64 / 1000.0)
 }
 
 const SAMPLES: usize = 2000;
