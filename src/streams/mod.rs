@@ -275,6 +275,12 @@ pub struct Retention {
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// The time since the Unix epoch, finer than a millisecond where the
+    /// clock can tell: for waiting until a time, not past it.
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.now_ms())
+    }
 }
 
 /// The system clock.
@@ -283,9 +289,13 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
+        self.now().as_millis() as u64
+    }
+
+    fn now(&self) -> Duration {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64)
+            .unwrap_or_default()
     }
 }
 
@@ -328,5 +338,9 @@ impl Clock for ManualClock {
 impl<C: Clock> Clock for std::sync::Arc<C> {
     fn now_ms(&self) -> u64 {
         (**self).now_ms()
+    }
+
+    fn now(&self) -> Duration {
+        (**self).now()
     }
 }

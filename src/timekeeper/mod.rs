@@ -120,8 +120,10 @@ impl Timekeeper {
             })
             .await?;
         }
+        // Timed from the clock's finer reading: whole milliseconds would
+        // oversleep by the fraction of the one under way.
         let until_due = self.held.keys().next().map_or(IDLE_BLOCK, |&(due, _)| {
-            Duration::from_millis(due.saturating_sub(self.orcastra.inner().clock.now_ms()))
+            Duration::from_millis(due).saturating_sub(self.orcastra.inner().clock.now())
         });
         // A server may end a blocked read late (Redis checks timeouts on
         // its 100 ms cron when idle): with a task due soon, look for new
