@@ -1072,6 +1072,56 @@ async fn a_task_submitted_before_a_power_loss_runs_after_it() {
     println!("{stateless} of 20 power losses took the queued state");
 }
 
+/// A due task is queued as a copy of its scheduled entry, which workers
+/// see before it is durable: it starts on time even while its queue's disk
+/// stalls. A power loss then may take the copy, not the task: it is moved
+/// again after it and reaches its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_task_starts_while_its_queues_disk_stalls() {
+    let lease = Duration::from_millis(300);
+    let delay = Duration::from_millis(200);
+    for seed in 0..5 {
+        let sim = SimStorage::new(seed);
+        let orca = open_simulated(&sim).await.unwrap();
+        let worker = orca.worker().lease(lease).register(flaky::task());
+        let worker = worker.start().await.unwrap();
+        let key = format!("stalled-{seed}-{}", TaskId::new());
+        let later = orcastra::SubmitOptions {
+            delay: Some(delay),
+            ..Default::default()
+        };
+        let submitted = Instant::now();
+        let handle = orca.submit_with(flaky::task(), (key.clone(), 0), later);
+        let id = handle.await.unwrap().id();
+        let queue = std::path::Path::new("/data/tasks/s-orca%3Aqueue%3Atiming");
+        sim.stall_syncs_under(Some(queue));
+        let started = async {
+            while calls(&key) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let started = tokio::time::timeout(Duration::from_secs(10), started).await;
+        // Before any assertion: a stalled fsync thread ends with the power.
+        sim.power_loss();
+        assert!(started.is_ok(), "not started while the disk stalled");
+        assert!(starts(&key)[0] - submitted >= delay, "started early");
+        drop((worker, orca));
+        let (orca, worker) = after_power_loss(&sim, |orca| async move {
+            let worker = orca.worker().lease(lease).register(flaky::task());
+            Ok((orca.clone(), worker.start().await?))
+        })
+        .await;
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), orca.handle::<usize>(id).result()).await;
+        // Its result names the run that ended it, after the power loss or,
+        // if its end was durable, before.
+        let run = result.expect("the task ended").unwrap().unwrap();
+        assert!((1..=calls(&key)).contains(&run), "seed {seed}: run {run}");
+        assert_eq!(orca.state(id).unwrap().state, State::Succeeded);
+        worker.stop().await;
+    }
+}
+
 /// A worker frees a slot as its task's end starts to be written, before
 /// it is durable and before its acknowledgement is; stopping waits for
 /// those, so a power loss right after a stop amid a flow of tasks leaves

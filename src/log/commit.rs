@@ -3,7 +3,8 @@
 //! the fsync policy.
 //!
 //! Invariants: `visible <= written`, `durable <= written`, and under a policy
-//! that waits for durability `visible == durable`. All three only grow.
+//! that waits for durability `visible == durable`, except for records shown
+//! early (see [`Committer::show_early`]). All three only grow.
 //!
 //! Group commit needs no batching logic of its own: the syncer takes every
 //! request waiting when it starts an fsync, and everything written before that
@@ -153,6 +154,16 @@ impl Committer {
             state.requests.push(Reverse(end));
             self.shared.wake_syncer.notify_one();
         } else {
+            self.shared.publish(end);
+        }
+    }
+
+    /// Makes the records `start..end`, written and handed to the OS, visible
+    /// before they are durable, if every record before them is visible
+    /// already (it only grows, so they stay so); otherwise they become
+    /// visible with their fsync, as usual.
+    pub(crate) fn show_early(&self, start: u64, end: u64) {
+        if self.shared.visible.load(Ordering::Acquire) == start {
             self.shared.publish(end);
         }
     }

@@ -270,6 +270,20 @@ pub trait Log: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Lets readers see `written`, the records an
+    /// [`append_nowait`](Log::append_nowait) just returned, before they are
+    /// durable, if every record before them is visible already (otherwise
+    /// they become visible once durable, like any). They are handed to the
+    /// OS first, so a crash of the process keeps them; a power loss may
+    /// take them. Only for records whose loss does no harm: copies of
+    /// records durable elsewhere, written again if lost. Nothing to do
+    /// where records are visible once written anyway (policies that do not
+    /// wait for durability, the memory log).
+    fn show_early(&self, written: Range<Offset>) -> Result<(), LogError> {
+        let _ = written;
+        Ok(())
+    }
+
     /// Up to `max_records` records starting at `from`, in order; the record
     /// at index `i` has offset `from + i`. Empty at the end of the log.
     ///

@@ -462,6 +462,12 @@ impl Log for TextLog {
         self.commit.sync().await
     }
 
+    fn show_early(&self, written: Range<Offset>) -> Result<(), LogError> {
+        self.commit.check()?;
+        self.commit.show_early(written.start.0, written.end.0);
+        Ok(())
+    }
+
     fn read(&self, from: Offset, max_records: usize) -> Result<Vec<Bytes>, LogError> {
         let end = Offset(self.commit.visible());
         let (file, start, range) = {

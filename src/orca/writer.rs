@@ -55,6 +55,12 @@ pub(crate) struct Write {
     /// Passes every stage, with nothing to write there: done once every
     /// write sent before it is.
     pub(crate) barrier: bool,
+    /// Its adds are copies of entries it acknowledges, durable where they
+    /// are (a timekeeper's due tasks): readers may see them before they
+    /// are durable, so that a due task waits for no fsync. A power loss
+    /// may take them, not the originals, acknowledged only once the copies
+    /// are durable.
+    pub(crate) copies: bool,
 }
 
 impl Write {
@@ -260,16 +266,21 @@ fn answer(reply: Reply, result: Result<(), StreamError>) {
     }
 }
 
-/// Adds the entries of the batches' writes, one call per stream.
+/// Adds the entries of the batches' writes, one call per stream (and
+/// two if some are copies and some not).
 async fn add(inner: &Inner, batches: &mut [Batch]) -> Result<(), Arc<StreamError>> {
-    let mut adds: HashMap<Arc<str>, Vec<Fields>> = HashMap::new();
+    let mut adds: HashMap<(Arc<str>, bool), Vec<Fields>> = HashMap::new();
     for (write, _) in batches.iter_mut().flatten() {
         for (stream, fields) in write.adds.drain(..) {
-            adds.entry(stream).or_default().push(fields);
+            adds.entry((stream, write.copies)).or_default().push(fields);
         }
     }
-    for (stream, entries) in adds {
-        inner.streams.add_batch(&stream, entries).await?;
+    for ((stream, copies), entries) in adds {
+        if copies {
+            inner.streams.add_copies(&stream, entries).await?;
+        } else {
+            inner.streams.add_batch(&stream, entries).await?;
+        }
     }
     let now = inner.clock.now_ms();
     for (write, _) in batches.iter().flatten() {

@@ -50,6 +50,17 @@ const KEPT_ENCODER_BYTES: usize = 4 << 20;
 /// XAUTOCLAIM examines at most this many pending entries per entry it may claim.
 const AUTOCLAIM_ATTEMPTS: usize = 10;
 
+/// When readers see the entries of an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shown {
+    /// Once they are durable under the fsync policy, like every entry.
+    Durable,
+    /// As soon as they are written, if every entry before them is seen
+    /// (see [`Log::show_early`]): for copies of entries durable elsewhere,
+    /// which a power loss may take without harm.
+    Early,
+}
+
 /// One stream: its entry log, its journal, and the state the journal builds.
 pub(crate) struct Stream<L: Log> {
     name: String,
@@ -367,19 +378,22 @@ impl<L: Log> Stream<L> {
         id: AddId,
         clock: &dyn Clock,
     ) -> Result<StreamId, StreamError> {
-        let ids = self.append(vec![fields], id, clock, |_, _| {}).await?;
+        let ids = self
+            .append(vec![fields], id, clock, Shown::Durable, |_, _| {})
+            .await?;
         Ok(ids[0])
     }
 
     /// Appends entries, the first with an id chosen by `id` and the rest as
-    /// `*` would, and waits for them to be durable. `note` gets the ids and
-    /// the entries as soon as they are written, before any reader can see
-    /// them.
+    /// `*` would, and waits for them to be durable; readers see them when
+    /// `shown` says. `note` gets the ids and the entries as soon as they
+    /// are written, before any reader can see them.
     pub(crate) async fn append<E: NewEntry>(
         &self,
         batch: Vec<E>,
         id: AddId,
         clock: &dyn Clock,
+        shown: Shown,
         note: impl FnOnce(&[StreamId], Vec<E>),
     ) -> Result<Vec<StreamId>, StreamError> {
         let (ids, end) = {
@@ -404,7 +418,11 @@ impl<L: Log> Stream<L> {
             let offsets = self.entries.append_nowait(&records.records())?;
             note(&ids, batch);
             inner.state.meta.last_id = last;
-            (ids, offsets.end)
+            let end = offsets.end;
+            if shown == Shown::Early {
+                self.entries.show_early(offsets)?;
+            }
+            (ids, end)
         };
         self.entries.wait_durable(end).await?;
         Ok(ids)

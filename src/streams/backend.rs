@@ -14,6 +14,7 @@ use super::{
 };
 use crate::log::{LogOptions, SegmentLog, TextLog};
 use crate::record::{NewEntry, StreamId};
+use crate::stream::Shown;
 
 /// Streams on the backend a URL names:
 ///
@@ -112,10 +113,11 @@ impl Backend {
         entries: Vec<E>,
         note: impl FnOnce(&[StreamId], Vec<E>),
     ) -> Result<(Vec<StreamId>, Vec<E>), StreamError> {
+        let durable = Shown::Durable;
         let ids = match self {
-            Backend::Segment(s) => s.add_batch_noting(stream, entries, note).await?,
-            Backend::Memory(s) => s.add_batch_noting(stream, entries, note).await?,
-            Backend::Text(s) => s.add_batch_noting(stream, entries, note).await?,
+            Backend::Segment(s) => s.add_batch_noting(stream, entries, durable, note).await?,
+            Backend::Memory(s) => s.add_batch_noting(stream, entries, durable, note).await?,
+            Backend::Text(s) => s.add_batch_noting(stream, entries, durable, note).await?,
             #[cfg(feature = "redis")]
             Backend::Redis(s) => {
                 let fields = entries.iter().map(NewEntry::to_fields).collect();
@@ -123,6 +125,24 @@ impl Backend {
             }
         };
         Ok((ids, Vec::new()))
+    }
+
+    /// Adds `entries`, copies of entries durable elsewhere, to `stream`
+    /// like `add_batch`, except that readers may see them before they are
+    /// durable (see [`Shown::Early`]; Redis shows every entry at once).
+    pub(crate) async fn add_copies(
+        &self,
+        stream: &str,
+        entries: Vec<Fields>,
+    ) -> Result<Vec<StreamId>, StreamError> {
+        let (early, none) = (Shown::Early, |_: &[StreamId], _| {});
+        match self {
+            Backend::Segment(s) => s.add_batch_noting(stream, entries, early, none).await,
+            Backend::Memory(s) => s.add_batch_noting(stream, entries, early, none).await,
+            Backend::Text(s) => s.add_batch_noting(stream, entries, early, none).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(s) => s.add_batch(stream, entries).await,
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use super::{
 use crate::log::storage::EntryKind;
 use crate::log::{Log, LogError, LogOptions, MemoryLog, SegmentLog, TextLog};
 use crate::record::{NewEntry, StreamId};
-use crate::stream::Stream;
+use crate::stream::{Shown, Stream};
 
 /// The two logs of a stream.
 pub struct StreamLogs<L> {
@@ -306,12 +306,14 @@ impl Embedded<MemoryStore> {
 
 impl<S: LogStore> Embedded<S> {
     /// Adds `entries` to `stream`, as one append: their ids are
-    /// consecutive in the stream. `note` gets their ids, and the entries
-    /// themselves, before any reader can see the entries.
+    /// consecutive in the stream. Readers see them when `shown` says;
+    /// `note` gets their ids, and the entries themselves, before any
+    /// reader can see the entries.
     pub(crate) async fn add_batch_noting<E: NewEntry>(
         &self,
         stream: &str,
         entries: Vec<E>,
+        shown: Shown,
         note: impl FnOnce(&[StreamId], Vec<E>),
     ) -> Result<Vec<StreamId>, StreamError> {
         if entries.is_empty() {
@@ -319,7 +321,7 @@ impl<S: LogStore> Embedded<S> {
         }
         let target = self.stream(stream, true)?.expect("create makes the stream");
         target
-            .append(entries, super::AddId::Auto, &*self.clock, note)
+            .append(entries, super::AddId::Auto, &*self.clock, shown, note)
             .await
     }
 
@@ -600,7 +602,8 @@ impl<S: LogStore> Streams for Embedded<S> {
         stream: &str,
         entries: Vec<Fields>,
     ) -> Result<Vec<StreamId>, StreamError> {
-        self.add_batch_noting(stream, entries, |_, _| {}).await
+        self.add_batch_noting(stream, entries, Shown::Durable, |_, _| {})
+            .await
     }
 
     async fn range(

@@ -10,6 +10,12 @@
 //! that stops hands them over at once. A crash between moving an entry and
 //! acknowledging it queues the task twice: the worker that finds the task
 //! already finished skips the copy.
+//!
+//! Workers see a moved task before the move is durable, so that a due task
+//! waits for no fsync (a slow disk would make it late). A power loss may
+//! take the move but not the scheduled entry, acknowledged only once the
+//! move is durable: the task is moved again after it, and runs again
+//! unless its end was durable.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -130,9 +136,13 @@ impl Timekeeper {
         // entries without blocking and wait on our own timer, a little at
         // a time, so that an entry due even sooner is not missed long.
         let due_soon = until_due < IDLE_BLOCK;
+        // Not waiting for the delivery's fsync: a task due soon would wait
+        // for it. A power loss may take the delivery; the entries are then
+        // delivered again, to this or another timekeeper.
         let options = ReadGroupOptions {
             count: Some(1024),
             block: Some(IDLE_BLOCK).filter(|_| !due_soon),
+            unsynced_delivery: true,
             ..ReadGroupOptions::default()
         };
         let read = self
@@ -182,10 +192,14 @@ impl Timekeeper {
     }
 
     /// Queues the due tasks and acknowledges their scheduled entries, in
-    /// one write.
+    /// one write. The workers may see the tasks in their queues before
+    /// that is durable (they are copies): a due task waits for no fsync.
     async fn move_due(&mut self) -> Result<(), StreamError> {
         let now = self.orcastra.inner().clock.now_ms();
-        let mut write = Write::default();
+        let mut write = Write {
+            copies: true,
+            ..Write::default()
+        };
         for (&(due, id), envelope) in &self.held {
             if due > now {
                 break;

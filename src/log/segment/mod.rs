@@ -345,6 +345,20 @@ impl Log for SegmentLog {
             .map_err(|e| self.fail(e))
     }
 
+    fn show_early(&self, written: Range<Offset>) -> Result<(), LogError> {
+        if !self.inner.options.fsync.waits() || self.commit.visible() != written.start.0 {
+            return Ok(());
+        }
+        let mut writer = self.inner.writer.lock();
+        self.commit.check()?;
+        // Readers read the file: gathered frames go to it first.
+        self.inner
+            .write_unwritten(&mut writer)
+            .map_err(|e| self.fail(e))?;
+        self.commit.show_early(written.start.0, written.end.0);
+        Ok(())
+    }
+
     fn read(&self, from: Offset, max_records: usize) -> Result<Vec<Bytes>, LogError> {
         let end = Offset(self.commit.visible());
         let Some(stop) = read_bounds(from, max_records, self.start_offset(), end)? else {

@@ -14,8 +14,8 @@
 //!
 //! Faults: [`SimStorage::fail_next_write`], [`SimStorage::short_next_write`],
 //! [`SimStorage::fail_next_sync`] (which, like Linux, may also forget the
-//! unsynced writes it failed to flush), [`SimStorage::set_disk_full`] and
-//! [`SimStorage::set_read_only`].
+//! unsynced writes it failed to flush), [`SimStorage::set_disk_full`],
+//! [`SimStorage::set_read_only`] and [`SimStorage::stall_syncs_under`].
 //!
 //! Directories themselves are durable as soon as they are created.
 
@@ -95,6 +95,8 @@ struct Faults {
     fail_next_sync: Option<io::ErrorKind>,
     disk_full: bool,
     read_only: bool,
+    /// Syncs of files opened under this directory wait.
+    stalled: Option<PathBuf>,
 }
 
 impl SimStorage {
@@ -176,6 +178,7 @@ impl SimStorage {
     fn after_crash(&self, fs: &mut SimFs) {
         fs.generation += 1;
         fs.locks.clear();
+        fs.faults.stalled = None;
     }
 
     /// The next write fails with `kind` and writes nothing.
@@ -205,6 +208,13 @@ impl SimStorage {
     /// While set, every change fails with [`io::ErrorKind::ReadOnlyFilesystem`].
     pub fn set_read_only(&self, read_only: bool) {
         self.fs.lock().faults.read_only = read_only;
+    }
+
+    /// While set, `sync_data` of a file opened under `dir` waits, as on a
+    /// disk that stalls, until this is cleared (`None`) or a crash ends it
+    /// (and clears it). Writes and reads go on.
+    pub fn stall_syncs_under(&self, dir: Option<&Path>) {
+        self.fs.lock().faults.stalled = dir.map(Path::to_path_buf);
     }
 
     /// Clears every injected fault.
@@ -393,6 +403,7 @@ impl Storage for SimStorage {
         };
         Ok(Arc::new(SimFile {
             fs: Arc::clone(&self.fs),
+            path: path.to_path_buf(),
             inode,
             generation: fs.generation,
             writable: mode != OpenMode::Read,
@@ -503,6 +514,8 @@ impl Drop for SimLock {
 
 struct SimFile {
     fs: Arc<Mutex<SimFs>>,
+    /// Where it was opened.
+    path: PathBuf,
     inode: usize,
     generation: u64,
     writable: bool,
@@ -586,6 +599,16 @@ impl StorageFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         let mut guard = self.alive_for_writing()?;
+        while guard
+            .faults
+            .stalled
+            .as_ref()
+            .is_some_and(|dir| self.path.starts_with(dir))
+        {
+            drop(guard);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            guard = self.alive_for_writing()?;
+        }
         let fs = &mut *guard;
         if let Some(kind) = fs.faults.fail_next_sync.take() {
             let evicted = fs.rng.bool();
