@@ -70,7 +70,8 @@ impl fmt::Display for Offset {
 ///
 /// Every policy survives a crash of the process (`kill -9`), since written
 /// data is in the OS page cache. Under `Batch` and `Always` readers see a
-/// record only once it is durable, so nothing a reader saw can be lost.
+/// record only once it is durable, so nothing a reader saw can be lost,
+/// except records shown early on purpose ([`Log::show_early`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
     /// Never fsync, except when a segment is sealed and when the log closes.
