@@ -731,6 +731,46 @@ mod tests {
         );
     }
 
+    /// The writer appends the next batches while one waits for its fsync:
+    /// every stream still takes the writes in the order they were sent,
+    /// a write to two streams included.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_appended_while_an_fsync_stalls_keep_their_order() {
+        use crate::log::storage::SimStorage;
+        use crate::log::{FsyncPolicy, LogOptions};
+        use crate::streams::Bound;
+        let sim = SimStorage::new(0);
+        let options = LogOptions::default()
+            .fsync(FsyncPolicy::Batch)
+            .storage(sim.clone());
+        let orca = Orcastra::open_with("/data/order", options).await.unwrap();
+        sim.stall_syncs_under(Some(std::path::Path::new("/data/order")));
+        const WRITES: usize = 200;
+        for i in 0..WRITES {
+            let mut write = Write::default();
+            for stream in ["a", "b"] {
+                let fields = vec![(Bytes::from_static(b"i"), Bytes::from(i.to_string()))];
+                write.adds.push((stream.into(), fields));
+            }
+            orca.write_later(write);
+            // Lets the writer take what was sent so far as a batch.
+            tokio::task::yield_now().await;
+        }
+        sim.stall_syncs_under(None);
+        orca.write(Write::barrier()).await.unwrap();
+        let expected: Vec<String> = (0..WRITES).map(|i| i.to_string()).collect();
+        for stream in ["a", "b"] {
+            let entries = orca.streams().range(stream, Bound::Min, Bound::Max, None);
+            let values: Vec<String> = entries
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|entry| String::from_utf8_lossy(&entry.fields[0].1).into_owned())
+                .collect();
+            assert_eq!(values, expected, "stream {stream}");
+        }
+    }
+
     /// Acknowledgements sent before a barrier are done when it is. (Here
     /// the writer's stages all run within one poll; that the barrier waits
     /// for their durability is held by the power-loss test
