@@ -237,8 +237,8 @@ async fn run_stage(
         let mut batches = Vec::new();
         tokio::select! {
             biased;
-            Some((batches, written)) = writing.next() => {
-                pass_on(stage, batches, written, next.as_ref());
+            Some((done, written)) = writing.next() => {
+                pass_on(stage, done, written, next.as_ref());
             }
             received = incoming.receive(&mut batches),
                 if open && writing.len() < stage.most_in_flight() =>
