@@ -11,9 +11,9 @@ use bytes::Bytes;
 use orcastra::log::storage::SimStorage;
 use orcastra::log::{FsyncPolicy, LogOptions};
 use orcastra::prelude::*;
-use orcastra::streams::{AddOptions, Bound, Clock, Streams, field};
+use orcastra::streams::{AddOptions, Bound, Clock, GroupStart, Streams, field};
 use orcastra::task::{Envelope, TaskId};
-use orcastra::{Orcastra, TaskFailure};
+use orcastra::{Orcastra, StreamId, TaskFailure};
 use tempfile::TempDir;
 use tokio::sync::Semaphore;
 
@@ -1085,6 +1085,8 @@ async fn a_due_task_starts_while_its_queues_disk_stalls() {
         let orca = open_simulated(&sim).await.unwrap();
         let worker = orca.worker().lease(lease).register(flaky::task());
         let worker = worker.start().await.unwrap();
+        let queue = "orca:queue:timing";
+        settle(&orca, queue).await;
         let key = format!("stalled-{seed}-{}", TaskId::new());
         let later = orcastra::SubmitOptions {
             delay: Some(delay),
@@ -1093,8 +1095,8 @@ async fn a_due_task_starts_while_its_queues_disk_stalls() {
         let submitted = Instant::now();
         let handle = orca.submit_with(flaky::task(), (key.clone(), 0), later);
         let id = handle.await.unwrap().id();
-        let queue = std::path::Path::new("/data/tasks/s-orca%3Aqueue%3Atiming");
-        sim.stall_syncs_under(Some(queue));
+        let queue_dir = std::path::Path::new("/data/tasks/s-orca%3Aqueue%3Atiming");
+        sim.stall_syncs_under(Some(queue_dir));
         let started = async {
             while calls(&key) == 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1120,6 +1122,30 @@ async fn a_due_task_starts_while_its_queues_disk_stalls() {
         assert_eq!(orca.state(id).unwrap().state, State::Succeeded);
         worker.stop().await;
     }
+}
+
+/// Waits until every record in `queue`'s log is durable, the worker's
+/// registration as a consumer included: its first read writes it, late on a
+/// loaded machine. Records are seen in order, so one left waiting for a
+/// stalled fsync would hide everything after it.
+async fn settle(orca: &Orcastra, queue: &str) {
+    let streams = orca.streams();
+    while streams
+        .groups(queue)
+        .await
+        .unwrap()
+        .iter()
+        .all(|g| g.consumers == 0)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Each waits for an fsync, which covers every record before it.
+    let start = GroupStart::After(StreamId::MIN);
+    streams
+        .create_group(queue, "settle", start, false)
+        .await
+        .unwrap();
+    streams.destroy_group(queue, "settle").await.unwrap();
 }
 
 /// A worker frees a slot as its task's end starts to be written, before
