@@ -777,6 +777,35 @@ async fn state_events_reach_subscribers_and_results_go_after_their_time(s: Subje
     worker.stop().await;
 }
 
+/// However long results are kept (a day by default), the queue entries
+/// every worker is done with go within seconds: a busy queue holds no more
+/// than about a second of finished tasks.
+async fn finished_tasks_leave_their_queue_within_seconds(s: Subject) {
+    let worker = worker_for(&s, divide::task()).await;
+    let options = orcastra::SubmitOptions::default();
+    let handles = s
+        .orca
+        .submit_many_with(divide::task(), (0..50).map(|i| (i, 1)), options)
+        .await
+        .unwrap();
+    for handle in &handles {
+        handle.result().await.unwrap().unwrap();
+    }
+    let streams = s.orca.streams();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let queued = streams.len("orca:queue:math").await.unwrap();
+        if queued == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{queued} still queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Their results stay.
+    assert_eq!(handles[7].result().await.unwrap().unwrap(), 7);
+    worker.stop().await;
+}
+
 async fn unique_tasks_are_one_task_while_unfinished(s: Subject) {
     let key = format!("unique-{}", TaskId::new());
     let mut unique = orcastra::SubmitOptions {
@@ -867,6 +896,7 @@ suite!(
     priorities_come_first_but_never_starve_the_rest,
     queues_are_served_by_weight,
     state_events_reach_subscribers_and_results_go_after_their_time,
+    finished_tasks_leave_their_queue_within_seconds,
     unique_tasks_are_one_task_while_unfinished,
 );
 
