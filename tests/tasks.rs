@@ -1160,6 +1160,7 @@ async fn a_due_task_starts_while_its_queues_disk_stalls() {
 /// stalled fsync would hide everything after it.
 async fn settle(orca: &Orcastra, queue: &str) {
     let streams = orca.streams();
+    let deadline = Instant::now() + Duration::from_secs(10);
     while streams
         .groups(queue)
         .await
@@ -1167,6 +1168,7 @@ async fn settle(orca: &Orcastra, queue: &str) {
         .iter()
         .all(|g| g.consumers == 0)
     {
+        assert!(Instant::now() < deadline, "the worker never read {queue}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Each waits for an fsync, which covers every record before it.
