@@ -176,12 +176,16 @@ impl<'a> Root<'a> {
         if tag as u32 & 3 != 0 || (tag >> 32) as u32 != 2 << 16 || 2 * count != words {
             return None;
         }
-        (0..count)
-            .map(|element| {
-                let at = target + 1 + 2 * element;
-                Some(each(self.blob_at(at, blob)?, self.blob_at(at + 1, blob)?))
-            })
-            .collect()
+        // Sized exactly (`count` is within the checked words): a collected
+        // `Option<Vec>` starts at four pairs, a 256-byte block that glibc
+        // frees under its arena's lock, where one pair's block is freed
+        // without one (the fields are freed on another thread, by a worker).
+        let mut pairs = Vec::with_capacity(count);
+        for element in 0..count {
+            let at = target + 1 + 2 * element;
+            pairs.push(each(self.blob_at(at, blob)?, self.blob_at(at + 1, blob)?));
+        }
+        Some(pairs)
     }
 
     /// The pointer at word `at` as a `blob` (empty if null), if it is a
