@@ -655,7 +655,13 @@ mod tests {
         ) {
             let record = Record { id: StreamId::new(ms, 7), timestamp_ms, fields, headers };
             let bytes = record.encode();
-            proptest::prop_assert_eq!(direct_record(&Bytes::from(bytes.clone())), Some(record));
+            let read = direct_record(&Bytes::from(bytes.clone()));
+            // At their exact size: a worker frees them on another thread,
+            // where glibc takes a lock for larger blocks (see `pairs`).
+            if let Some(read) = &read {
+                proptest::prop_assert_eq!(read.fields.capacity(), read.fields.len());
+            }
+            proptest::prop_assert_eq!(read, Some(record));
             for damaged in layout::single_damages(&bytes, bits) {
                 let damaged = Bytes::from(damaged);
                 if let Some(direct) = direct_record(&damaged) {
